@@ -1,0 +1,75 @@
+/**
+ * The one catalogue of error codes users can meet. Every code here is documented in
+ * docs/errors.md (test/unit/errors-doc.test.ts fails otherwise). Codes are stable: never
+ * rename or reuse one; add a new one instead.
+ *
+ * Sections are grouped by area so that work on different areas touches different lines.
+ */
+export const ERROR_CATALOGUE = {
+  // --- general / config -------------------------------------------------------------
+  POSTERN_ERR_INTERNAL: 'An unexpected internal failure (a bug): please report it with the log line.',
+  POSTERN_ERR_CONFIG_INVALID: 'A configuration file, option, environment variable or flag is invalid; the message names the field.',
+  POSTERN_ERR_CONFIG_UNKNOWN_KEY: 'A configuration key is unknown (misspelled or renamed); the message names it.',
+  POSTERN_ERR_FILE_READ: 'A file named in the configuration could not be read.',
+  POSTERN_ERR_USAGE: 'A command-line invocation is malformed.',
+
+  // --- pki (offline CA) ---------------------------------------------------------------
+  POSTERN_ERR_PKI_EXISTS: 'A CA already exists in the directory; pass --force to overwrite it.',
+  POSTERN_ERR_PKI_NOT_FOUND: 'No CA (ca.crt/ca.key) was found in the directory.',
+  POSTERN_ERR_PKI_INVALID_NAME: 'A trust domain, org or name is not a valid SPIFFE path segment.',
+  POSTERN_ERR_PKI_INVALID_CERT: 'A file is not a valid PEM certificate, key or CRL.',
+  POSTERN_ERR_PKI_NOT_ISSUED_BY_CA: 'A certificate was not issued by the CA in the directory.',
+
+  // --- identity (peer certificate -> Identity) ----------------------------------------
+  POSTERN_ERR_ID_NO_URI_SAN: 'The certificate carries no URI SAN (SPIFFE ID).',
+  POSTERN_ERR_ID_MULTIPLE_URI_SANS: 'The certificate carries more than one URI SAN.',
+  POSTERN_ERR_ID_NOT_SPIFFE: 'The URI SAN does not use the spiffe:// scheme.',
+  POSTERN_ERR_ID_WRONG_TRUST_DOMAIN: 'The SPIFFE ID belongs to another trust domain.',
+  POSTERN_ERR_ID_MALFORMED: 'The SPIFFE ID path is malformed (empty segment, "..", trailing slash, escapes, query or fragment, unknown role layout).',
+  POSTERN_ERR_ID_CA_AS_LEAF: 'A CA certificate was presented where a leaf certificate is required.',
+  POSTERN_ERR_ID_KEY_USAGE: 'The key usage or extended key usage does not fit where the certificate is presented.',
+  POSTERN_ERR_ID_WRONG_ROLE: 'The certificate role does not fit where it is presented (for example a relay certificate offered as an agent).',
+  POSTERN_ERR_ID_ORG_MISMATCH: 'The certificate belongs to another org than the one required here.',
+  POSTERN_ERR_ID_NAME_MISMATCH: 'The certificate names another connector or relay than the one expected.',
+
+  // --- TLS ------------------------------------------------------------------------------
+  POSTERN_ERR_TLS_HANDSHAKE: 'A TLS handshake failed; the message carries the reason.',
+  POSTERN_ERR_TLS_CERT_REVOKED: 'The peer certificate is revoked by a loaded CRL.',
+  POSTERN_ERR_TLS_CERT_UNTRUSTED: 'The peer certificate does not chain to the configured trust bundle.',
+  POSTERN_ERR_TLS_CERT_EXPIRED: 'The peer certificate is expired or not yet valid.',
+  POSTERN_ERR_TLS_INTERCEPTED: 'The relay presented a certificate from an unknown issuer; a TLS-inspecting proxy is the likely cause.',
+} as const;
+
+export type ErrorCode = keyof typeof ERROR_CATALOGUE;
+
+export interface PosternErrorOptions {
+  cause?: unknown;
+  /** Machine-readable context (field names, rule ids…); never secrets. */
+  details?: Record<string, unknown>;
+}
+
+/** Base of every error Postern raises on purpose. `code` is stable and documented. */
+export class PosternError extends Error {
+  readonly code: ErrorCode;
+  readonly details: Readonly<Record<string, unknown>>;
+
+  constructor(code: ErrorCode, message: string, options: PosternErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = new.target.name;
+    this.code = code;
+    this.details = Object.freeze({ ...options.details });
+  }
+
+  toJSON(): Record<string, unknown> {
+    return { name: this.name, code: this.code, message: this.message, details: this.details };
+  }
+}
+
+export class ConfigError extends PosternError {}
+export class PkiError extends PosternError {}
+export class IdentityError extends PosternError {}
+export class TlsError extends PosternError {}
+
+export function isPosternError(err: unknown, code?: ErrorCode): err is PosternError {
+  return err instanceof PosternError && (code === undefined || err.code === code);
+}
