@@ -38,6 +38,14 @@ export const ERROR_CATALOGUE = {
   POSTERN_ERR_TLS_CERT_UNTRUSTED: 'The peer certificate does not chain to the configured trust bundle.',
   POSTERN_ERR_TLS_CERT_EXPIRED: 'The peer certificate is expired or not yet valid.',
   POSTERN_ERR_TLS_INTERCEPTED: 'The relay presented a certificate from an unknown issuer; a TLS-inspecting proxy is the likely cause.',
+
+  // --- policy / targets -----------------------------------------------------------------
+  POSTERN_ERR_TARGET_INVALID: 'A target ("host:port") is malformed: bad host name, IP literal or port; the message names the input and why.',
+  POSTERN_ERR_TARGET_PATTERN_INVALID: 'A target pattern (policy or allowlist entry) is malformed; the message names the pattern and why.',
+  POSTERN_ERR_POLICY_INVALID: 'A policy file is invalid; the message names file:line:col and the field.',
+  POSTERN_ERR_POLICY_DENIED: 'The relay policy denied the stream (a deny rule, default deny, org isolation, an undeclared target, an unknown connector).',
+  POSTERN_ERR_ALLOWLIST_DENIED: "The connector's local allowlist does not name the target or the principal.",
+  POSTERN_ERR_TARGET_FORBIDDEN_ADDRESS: 'The target resolved to a loopback, link-local, unspecified, multicast or cloud-metadata address that the allowlist does not name.',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CATALOGUE;
@@ -69,6 +77,10 @@ export class ConfigError extends PosternError {}
 export class PkiError extends PosternError {}
 export class IdentityError extends PosternError {}
 export class TlsError extends PosternError {}
+/** A target or target pattern is malformed (POSTERN_ERR_TARGET_INVALID, POSTERN_ERR_TARGET_PATTERN_INVALID). */
+export class TargetError extends PosternError {}
+/** Policy invalid or a stream denied by policy, allowlist or address guard. */
+export class PolicyError extends PosternError {}
 
 export function isPosternError(err: unknown, code?: ErrorCode): err is PosternError {
   return err instanceof PosternError && (code === undefined || err.code === code);
