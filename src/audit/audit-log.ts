@@ -18,7 +18,7 @@ export interface AuditLog {
 export function createAuditLog(component: string, sinks: AuditSink[]): AuditLog {
   return {
     emit(event) {
-      const stamped = { ...event, component, time: new Date().toISOString() };
+      const stamped = { ...event, component, at: new Date().toISOString() };
       for (const sink of sinks) sink.write(stamped);
     },
   };

@@ -46,5 +46,5 @@ export type AuditEventName = AuditEvent['event'];
 
 /** Where audit events go: pino always; PostgreSQL optionally. A sink must never throw. */
 export interface AuditSink {
-  write(event: AuditEvent & { component: string; time: string }): void;
+  write(event: AuditEvent & { component: string; /** ISO-8601; pino adds its own epoch `time` too. */ at: string }): void;
 }

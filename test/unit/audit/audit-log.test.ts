@@ -11,6 +11,6 @@ describe('audit log', () => {
     audit.emit({ event: 'stream.open', correlationId: 'c1', principal: 'spiffe://td/org/o/user/a', connector: 'hq', target: 'db:5432', decision: 'deny', reason: 'default-deny' });
     const line = JSON.parse(lines[0]!);
     expect(line).toMatchObject({ audit: true, event: 'stream.open', component: 'relay', decision: 'deny', reason: 'default-deny', msg: 'stream.open' });
-    expect(Date.parse(line.time)).not.toBeNaN();
+    expect(Date.parse(line.at)).not.toBeNaN();
   });
 });
