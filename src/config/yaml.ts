@@ -10,7 +10,7 @@ import { deepFreeze } from '../options.js';
  */
 export function parseYamlWithSchema<S extends z.ZodType>(text: string, sourceName: string, schema: S): Readonly<z.output<S>> {
   const lineCounter = new LineCounter();
-  const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true, maxAliasCount: 100 });
+  const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true });
   if (doc.errors.length > 0) {
     const first = doc.errors[0]!;
     const pos = lineCounter.linePos(first.pos[0]);
@@ -19,7 +19,8 @@ export function parseYamlWithSchema<S extends z.ZodType>(text: string, sourceNam
       details: { source: sourceName, line: pos.line, col: pos.col },
     });
   }
-  const parsed = schema.safeParse(doc.toJS() ?? {});
+  // A low alias cap stops "billion laughs" documents from expanding without bound.
+  const parsed = schema.safeParse(doc.toJS({ maxAliasCount: 100 }) ?? {});
   if (parsed.success) return deepFreeze(parsed.data);
 
   const messages: string[] = [];
