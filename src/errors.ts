@@ -39,6 +39,17 @@ export const ERROR_CATALOGUE = {
   POSTERN_ERR_TLS_CERT_EXPIRED: 'The peer certificate is expired or not yet valid.',
   POSTERN_ERR_TLS_INTERCEPTED: 'The relay presented a certificate from an unknown issuer; a TLS-inspecting proxy is the likely cause.',
 
+  // --- transport (WebSocket adapter, src/mux/ws-transport.ts) ----------------------------
+  POSTERN_ERR_WS_CONNECT: 'The WebSocket connection could not be opened (refused, unreachable, reset, closed early); the message names the address.',
+  POSTERN_ERR_WS_HANDSHAKE_TIMEOUT: 'TCP connect, TLS handshake and WebSocket upgrade did not complete within handshakeTimeoutMs.',
+  POSTERN_ERR_WS_UPGRADE_REFUSED: 'The server answered the WebSocket upgrade with an HTTP error; the message carries the status and the server\'s reason.',
+  POSTERN_ERR_WS_UPGRADE_INVALID: 'A WebSocket upgrade request or response was malformed, or the connection ended during the upgrade.',
+  POSTERN_ERR_WS_SUBPROTOCOL: 'The peer does not speak the WebSocket subprotocol postern.v1.',
+  POSTERN_ERR_WS_TEXT_MESSAGE: 'The peer sent a text WebSocket message; frames travel only in binary messages.',
+  POSTERN_ERR_WS_MESSAGE_TOO_BIG: 'The peer sent a WebSocket message larger than the frame cap (maxPayload).',
+  POSTERN_ERR_WS_PROTOCOL: 'The peer broke the WebSocket protocol (bad opcode, masking, fragmentation, close code).',
+  POSTERN_ERR_WS_CLOSED: 'The WebSocket closed abnormally or the peer closed it with an error code; the message carries code and reason.',
+
   // --- policy / targets -----------------------------------------------------------------
   POSTERN_ERR_TARGET_INVALID: 'A target ("host:port") is malformed: bad host name, IP literal or port; the message names the input and why.',
   POSTERN_ERR_TARGET_PATTERN_INVALID: 'A target pattern (policy or allowlist entry) is malformed; the message names the pattern and why.',
