@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import { Command } from 'commander';
 import { readFileSync } from 'node:fs';
+import { registerPki } from './pki.js';
 
 const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
 
@@ -11,7 +12,7 @@ const program = new Command('postern')
   .enablePositionalOptions();
 
 // Subcommand modules register themselves here; each is a leaf that reads argv/env.
-const registrars: Array<(program: Command) => void> = [];
+const registrars: Array<(program: Command) => void> = [registerPki];
 for (const register of registrars) register(program);
 
 await program.parseAsync(process.argv);

@@ -39,6 +39,15 @@ export const ERROR_CATALOGUE = {
   POSTERN_ERR_TLS_CERT_EXPIRED: 'The peer certificate is expired or not yet valid.',
   POSTERN_ERR_TLS_INTERCEPTED: 'The relay presented a certificate from an unknown issuer; a TLS-inspecting proxy is the likely cause.',
 
+  // --- pki / TLS material (added with the offline CA and the TLS option builders) -------
+  POSTERN_ERR_FILE_WRITE: 'A file (certificate, key, CRL, state) could not be written.',
+  POSTERN_ERR_PKI_FILE_EXISTS: 'A certificate or key file already exists; pass --force to overwrite it or choose another --out.',
+  POSTERN_ERR_PKI_KEY_MISMATCH: 'A private key does not belong to the certificate it is paired with.',
+  POSTERN_ERR_PKI_STATE_INVALID: 'The revocation store (revoked.json) in the CA directory is corrupt.',
+  POSTERN_ERR_PKI_CRL_MISSING: 'CRLs are configured but a CA of the trust bundle has none; every CA needs its own CRL.',
+  POSTERN_ERR_PKI_CRL_EXPIRED: 'A CRL is past its nextUpdate; every peer of that CA would be refused until it is re-signed.',
+  POSTERN_ERR_TLS_HANDSHAKE_TIMEOUT: 'A TLS handshake did not finish within the handshake timeout.',
+
   // --- transport (WebSocket adapter, src/mux/ws-transport.ts) ----------------------------
   POSTERN_ERR_WS_CONNECT: 'The WebSocket connection could not be opened (refused, unreachable, reset, closed early); the message names the address.',
   POSTERN_ERR_WS_HANDSHAKE_TIMEOUT: 'TCP connect, TLS handshake and WebSocket upgrade did not complete within handshakeTimeoutMs.',
