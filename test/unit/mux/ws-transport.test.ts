@@ -6,6 +6,7 @@ import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { TLSSocket } from 'node:tls';
 import { randomBytes } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
 import {
   SUBPROTOCOL,
   acceptUpgrade,
@@ -19,25 +20,31 @@ import {
 } from '../../../src/mux/ws-transport.js';
 import type { FrameTransportHandlers } from '../../../src/mux/transport.js';
 import { isPosternError, type PosternError } from '../../../src/errors.js';
-import { createCa, issueLeaf, loadCaMaterial } from '../../../src/pki/ca.js';
+import { makeTestPki } from '../../helpers/pki.js';
 
-interface TestPki {
+interface Pem {
   caPem: string;
   relay: { cert: string; key: string };
   alice: { cert: string; key: string };
 }
 
-async function makeTestPki(): Promise<TestPki> {
-  const ca = await createCa({ trustDomain: 'hospital.example' });
-  const material = await loadCaMaterial(ca.certPem, ca.keyPem, { cert: 'ca.crt', key: 'ca.key' });
-  const relay = await issueLeaf(material, { role: 'relay', name: 'relay-1', dns: ['localhost'], ip: ['127.0.0.1'] });
-  const alice = await issueLeaf(material, { role: 'user', name: 'alice', org: 'st-mary' });
-  return { caPem: ca.certPem, relay: { cert: relay.certPem, key: relay.keyPem }, alice: { cert: alice.certPem, key: alice.keyPem } };
+/** Certificates made by our own `postern pki` CLI, read into memory. */
+async function testPki(): Promise<Pem & { cleanup(): Promise<void> }> {
+  const made = await makeTestPki();
+  const read = async (f: { cert: string; key: string }) => ({ cert: await readFile(f.cert, 'utf8'), key: await readFile(f.key, 'utf8') });
+  return {
+    caPem: await readFile(made.ca, 'utf8'),
+    relay: await read(made.files('relay', 'relay-1')),
+    alice: await read(made.files('user', 'alice')),
+    cleanup: () => made.cleanup(),
+  };
 }
 
-let pki: TestPki;
+let pki: Pem;
 beforeAll(async () => {
-  pki = await makeTestPki();
+  const made = await testPki();
+  pki = made;
+  return () => made.cleanup();
 });
 
 const cleanups: Array<() => unknown> = [];
@@ -417,7 +424,8 @@ describe('ws transport over real wss (mTLS, loopback)', () => {
 
   it('maps a server certificate from an unknown CA to POSTERN_ERR_TLS_INTERCEPTED', async () => {
     const server = await startServer();
-    const other = await makeTestPki();
+    const other = await testPki();
+    cleanups.push(() => other.cleanup());
     await expectCode(
       connectWebSocket(server.url, { tls: { cert: pki.alice.cert, key: pki.alice.key, ca: other.caPem }, maxPayload: 1024, handshakeTimeoutMs: 10_000 }),
       'POSTERN_ERR_TLS_INTERCEPTED',
