@@ -2,6 +2,7 @@
 import { Command } from 'commander';
 import { readFileSync } from 'node:fs';
 import { registerPki } from './pki.js';
+import { registerPolicy } from './policy.js';
 
 const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
 
@@ -12,7 +13,7 @@ const program = new Command('postern')
   .enablePositionalOptions();
 
 // Subcommand modules register themselves here; each is a leaf that reads argv/env.
-const registrars: Array<(program: Command) => void> = [registerPki];
+const registrars: Array<(program: Command) => void> = [registerPki, registerPolicy];
 for (const register of registrars) register(program);
 
 await program.parseAsync(process.argv);
