@@ -66,6 +66,55 @@ export const ERROR_CATALOGUE = {
   POSTERN_ERR_POLICY_DENIED: 'The relay policy denied the stream (a deny rule, default deny, org isolation, an undeclared target, an unknown connector).',
   POSTERN_ERR_ALLOWLIST_DENIED: "The connector's local allowlist does not name the target or the principal.",
   POSTERN_ERR_TARGET_FORBIDDEN_ADDRESS: 'The target resolved to a loopback, link-local, unspecified, multicast or cloud-metadata address that the allowlist does not name.',
+
+  // --- protocol / mux (src/protocol, src/mux; wire reason numbers in docs/protocol.md) ----
+  POSTERN_ERR_PROTO_FRAME_TRUNCATED: 'A received frame is shorter than its header or than the lengths it declares.',
+  POSTERN_ERR_PROTO_FRAME_TOO_LARGE: 'A received frame (or the length prefix announcing it) exceeds the frame size cap.',
+  POSTERN_ERR_PROTO_UNKNOWN_FRAME_TYPE: 'A received frame has a type this protocol version does not define.',
+  POSTERN_ERR_PROTO_MALFORMED_FRAME: 'A received frame breaks the layout of its type (flags, stream id 0, trailing bytes, a value out of range, invalid UTF-8).',
+  POSTERN_ERR_PROTO_BAD_METADATA: 'Open metadata is malformed or over its limits (key syntax, duplicate key, entry count, total bytes, UTF-8).',
+  POSTERN_ERR_PROTO_STREAM_ID_PARITY: 'The peer opened a stream with an id of the wrong parity (odd ids belong to the dialling side, even ids to the accepting side).',
+  POSTERN_ERR_PROTO_STREAM_ID_REUSED: 'The peer opened a stream with an id that is not above every id it used before.',
+  POSTERN_ERR_PROTO_STREAM_UNKNOWN: 'The peer sent a frame for a stream that was never opened.',
+  POSTERN_ERR_PROTO_UNEXPECTED_FRAME: 'The peer sent a frame its stream state does not allow (OPEN_RESULT twice, DATA before OPEN_RESULT).',
+  POSTERN_ERR_PROTO_FLOW_CONTROL: 'The peer broke flow control: DATA beyond the credit granted, or a credit increment overflowing the window.',
+  POSTERN_ERR_PROTO_STREAM_CLOSED: 'The peer sent DATA or FIN on a stream it had already half-closed.',
+  POSTERN_ERR_SESSION_CLOSED: 'The tunnel session is closed (or closed while the operation was pending).',
+  POSTERN_ERR_SESSION_PING_TIMEOUT: 'No frame arrived from the peer within deadPeerTimeoutMs: the peer or the path is dead.',
+  POSTERN_ERR_SESSION_OVERLOADED: 'The peer provoked more control frames than maxControlQueue while not reading them, or reported the same of this side.',
+  POSTERN_ERR_SESSION_PROTOCOL_ERROR: 'The peer closed the session because it says this side broke the tunnel protocol.',
+  POSTERN_ERR_SESSION_INTERNAL: 'The peer closed the session because of an internal failure on its side.',
+  POSTERN_ERR_SESSION_REVOKED: 'The peer closed the session because this side\'s certificate was revoked.',
+  POSTERN_ERR_SESSION_GOAWAY: 'The peer closed the session with a GOAWAY reason this version does not know.',
+  POSTERN_ERR_STREAM_IDS_EXHAUSTED: 'This side has used every stream id of the session; a new connection is needed.',
+  POSTERN_ERR_MUX_MISUSE: 'A session or stream API was used out of order (an open decided twice, invalid result code, open on a closed session).',
+  POSTERN_ERR_OPEN_POLICY_DENIED: 'The relay policy refused the stream; the message names the rule or the reason.',
+  POSTERN_ERR_OPEN_UNKNOWN_CONNECTOR: 'The relay knows no connector with the requested id.',
+  POSTERN_ERR_OPEN_CONNECTOR_OFFLINE: 'The requested connector is known but has no tunnel to this relay.',
+  POSTERN_ERR_OPEN_ALLOWLIST_DENIED: "The connector's local allowlist refused the target or the principal.",
+  POSTERN_ERR_OPEN_TARGET_REFUSED: 'The target refused the TCP connection (nothing listens on that port).',
+  POSTERN_ERR_OPEN_TARGET_UNREACHABLE: 'The connector could not reach the target (DNS failure, no route).',
+  POSTERN_ERR_OPEN_TARGET_TIMEOUT: 'The connector timed out connecting to the target.',
+  POSTERN_ERR_OPEN_TARGET_INVALID: 'The requested target is malformed.',
+  POSTERN_ERR_OPEN_LIMIT_REACHED: 'A limit refused the stream: streams per session, pending opens, or opens per second.',
+  POSTERN_ERR_OPEN_GOING_AWAY: 'The session is draining (GOAWAY): it accepts no new stream; open on another connection.',
+  POSTERN_ERR_OPEN_TIMEOUT: 'No answer to the open arrived within the open timeout.',
+  POSTERN_ERR_OPEN_INNER_TLS_FAILED: 'The inner TLS session between agent and connector could not be set up.',
+  POSTERN_ERR_OPEN_INTERNAL: 'The peer failed internally while handling the open.',
+  POSTERN_ERR_OPEN_METADATA_INVALID: 'The peer refused the open because its metadata is malformed or over the peer\'s limits.',
+  POSTERN_ERR_OPEN_CANCELLED: 'The open was cancelled (abort signal, or the opener gave up) before it completed.',
+  POSTERN_ERR_OPEN_REFUSED: 'The peer refused the open with a result code this version does not know.',
+  POSTERN_ERR_STREAM_CANCELLED: 'The peer cancelled the stream.',
+  POSTERN_ERR_STREAM_PROTOCOL_ERROR: 'The peer reset the stream because this side broke the protocol on it.',
+  POSTERN_ERR_STREAM_FLOW_CONTROL: 'The peer reset the stream because this side broke flow control on it.',
+  POSTERN_ERR_STREAM_ALREADY_CLOSED: 'The peer reset the stream because this side sent on a direction it had closed.',
+  POSTERN_ERR_STREAM_PEER_GONE: 'The other leg of a spliced stream died (agent or target went away).',
+  POSTERN_ERR_STREAM_REVOKED: 'The stream was cut because a certificate it depends on was revoked.',
+  POSTERN_ERR_STREAM_POLICY_CHANGED: 'The stream was cut because a policy change no longer allows it.',
+  POSTERN_ERR_STREAM_IDLE_TIMEOUT: 'The stream was cut after carrying no data for the idle timeout.',
+  POSTERN_ERR_STREAM_DRAIN_TIMEOUT: 'The stream was cut because it outlived the drain grace period of a GOAWAY.',
+  POSTERN_ERR_STREAM_INTERNAL: 'The peer reset the stream because of an internal failure.',
+  POSTERN_ERR_STREAM_RESET: 'The peer reset the stream with a code this version does not know.',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CATALOGUE;
@@ -101,6 +150,9 @@ export class TlsError extends PosternError {}
 export class TargetError extends PosternError {}
 /** Policy invalid or a stream denied by policy, allowlist or address guard. */
 export class PolicyError extends PosternError {}
+
+/** A tunnel frame or stream broke the wire protocol (codes POSTERN_ERR_PROTO_*). */
+export class ProtocolError extends PosternError {}
 
 export function isPosternError(err: unknown, code?: ErrorCode): err is PosternError {
   return err instanceof PosternError && (code === undefined || err.code === code);
