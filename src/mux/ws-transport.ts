@@ -12,12 +12,13 @@ import type { Duplex } from 'node:stream';
 import type { ConnectionOptions, TLSSocket } from 'node:tls';
 import WebSocket, { WebSocketServer, type ClientOptions, type RawData, type ServerOptions } from 'ws';
 import { ERROR_CATALOGUE, PosternError, isPosternError, type ErrorCode, type PosternErrorOptions } from '../errors.js';
+import { SUBPROTOCOL } from '../protocol/frames.js';
 import type { FrameTransport, FrameTransportHandlers } from './transport.js';
 
 export type { WebSocket, WebSocketServer };
 
-/** The versioned WebSocket subprotocol; a peer that does not offer it is refused. */
-export const SUBPROTOCOL = 'postern.v1';
+/** The versioned WebSocket subprotocol (defined with the wire format); a peer that does not offer it is refused. */
+export { SUBPROTOCOL };
 
 /** Errors of the WebSocket transport (section "Transport" of docs/errors.md). */
 export class TransportError extends PosternError {}
