@@ -14,3 +14,7 @@ export {
   type RevokeResult, type ResignCrlResult, type CertificateReport, type CrlReport, type InspectReport,
 } from './store.js';
 export { decodePem, encodePem, CRL_LABEL, CERT_LABEL, type PemBlock } from './pem.js';
+export {
+  DEFAULT_HANDSHAKE_TIMEOUT_MS, loadTlsMaterial, serverTlsOptions, clientTlsOptions, peerIdentity, acceptTlsOverDuplex, connectTlsOverDuplex,
+  mapTlsError, type TlsFiles, type TlsMaterial,
+} from './tls.js';
