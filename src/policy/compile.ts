@@ -7,8 +7,8 @@ import { quote } from './target.js';
 
 export type PolicyPath = ReadonlyArray<string | number>;
 
-/** `:line:col` of a field in the source text (or '' when the source has no positions). */
-export type Locate = (path: PolicyPath, atKey: boolean) => string;
+/** Line and column (1-based) of a field in the source text; undefined when the source has no positions. */
+export type Locate = (path: PolicyPath, atKey: boolean) => { line: number; col: number } | undefined;
 
 export interface PolicyIssue {
   readonly path: PolicyPath;
@@ -28,9 +28,17 @@ export function formatPath(path: PolicyPath): string {
   return out || '(root)';
 }
 
-/** One PolicyError POSTERN_ERR_POLICY_INVALID listing every issue as `source:line:col: path: message`. */
+/**
+ * One PolicyError POSTERN_ERR_POLICY_INVALID listing every issue as `source:line:col: path: message`,
+ * in the order they appear in the source.
+ */
 export function policyInvalid(issues: readonly PolicyIssue[], sourceName: string, locate: Locate): PolicyError {
-  const lines = issues.slice(0, MAX_REPORTED_ISSUES).map((i) => `${sourceName}${locate(i.path, i.atKey)}: ${formatPath(i.path)}: ${i.message}`);
+  const placed = issues.map((issue) => ({ issue, at: locate(issue.path, issue.atKey) }));
+  placed.sort((a, b) => (a.at?.line ?? Infinity) - (b.at?.line ?? Infinity) || (a.at?.col ?? 0) - (b.at?.col ?? 0));
+  const lines = placed.slice(0, MAX_REPORTED_ISSUES).map(({ issue, at }) => {
+    const where = at ? `${sourceName}:${at.line}:${at.col}` : sourceName;
+    return `${where}: ${formatPath(issue.path)}: ${issue.message}`;
+  });
   if (issues.length > MAX_REPORTED_ISSUES) lines.push(`… and ${issues.length - MAX_REPORTED_ISSUES} more problems`);
   return new PolicyError('POSTERN_ERR_POLICY_INVALID', lines.join('\n'), {
     details: { source: sourceName, issues: lines },
@@ -43,7 +51,7 @@ export function policyInvalid(issues: readonly PolicyIssue[], sourceName: string
  * of the rules that can apply to it. Throws PolicyError POSTERN_ERR_POLICY_INVALID naming
  * every problem with its place in the source.
  */
-export function compilePolicy(doc: PolicyDocument, sourceName: string, locate: Locate = () => ''): CompiledPolicy {
+export function compilePolicy(doc: PolicyDocument, sourceName: string, locate: Locate = () => undefined): CompiledPolicy {
   const issues: PolicyIssue[] = [];
   const report = (path: PolicyPath, message: string, atKey = false): void => {
     issues.push({ path, message, atKey });

@@ -58,18 +58,46 @@ export function parseIpv4Any(text: string): IpAddress | undefined {
 
 /** An IPv6 literal without brackets and without a zone; IPv4-mapped addresses come back as IPv4. */
 export function parseIpv6(text: string): IpAddress | undefined {
-  if (text.includes('%') || !ipaddr.IPv6.isValid(text)) return undefined;
-  return fromBytes(toBytes(ipaddr.IPv6.parse(text)));
+  const hex = hexOnlyIpv6(text);
+  if (hex === undefined || hex.includes('%') || !ipaddr.IPv6.isValid(hex)) return undefined;
+  return fromBytes(toBytes(ipaddr.IPv6.parse(hex)));
+}
+
+/**
+ * Rewrite a trailing dotted IPv4 part (`::ffff:1.2.3.4`) as two hex groups, as RFC 4291 and
+ * the WHATWG URL parser read it: four decimal numbers 0-255 without leading zeros. ipaddr.js
+ * is not used for this part because it reads `::1.2.3.4` as `::ffff:1.2.3.4` (another address)
+ * and accepts hex and leading-zero octets there.
+ */
+function hexOnlyIpv6(text: string): string | undefined {
+  const dot = text.indexOf('.');
+  if (dot === -1) return text;
+  const colon = text.lastIndexOf(':');
+  if (colon === -1 || colon > dot) return undefined;
+  const octets = text.slice(colon + 1).split('.');
+  if (octets.length !== 4) return undefined;
+  const values: number[] = [];
+  for (const octet of octets) {
+    if (octet === '' || octet.length > 3 || (octet.length > 1 && octet.startsWith('0'))) return undefined;
+    for (const c of octet) if (c < '0' || c > '9') return undefined;
+    const value = Number(octet);
+    if (value > 255) return undefined;
+    values.push(value);
+  }
+  const [a, b, c, d] = values as [number, number, number, number];
+  return `${text.slice(0, colon + 1)}${((a << 8) | b).toString(16)}:${((c << 8) | d).toString(16)}`;
 }
 
 /**
  * An address as the operating system reports it (dns.lookup, socket.remoteAddress): plain
- * dotted IPv4 or IPv6, possibly with a zone. Undefined when it is neither.
+ * dotted IPv4 or IPv6, possibly with a zone (which does not change the address bytes).
+ * Undefined when it is neither.
  */
 export function parseSystemAddress(text: string): IpAddress | undefined {
   if (ipaddr.IPv4.isValidFourPartDecimal(text)) return fromBytes(toBytes(ipaddr.IPv4.parse(text)));
-  if (!ipaddr.IPv6.isValid(text)) return undefined;
-  return fromBytes(toBytes(ipaddr.IPv6.parse(text)));
+  const percent = text.indexOf('%');
+  if (percent === text.length - 1) return undefined;
+  return parseIpv6(percent === -1 ? text : text.slice(0, percent));
 }
 
 /** Whether the first `bits` bits of `a` and `b` are equal. */

@@ -82,7 +82,7 @@ export function filePolicySource(path: string, options: PolicyFileOptions = {}):
   return { load: () => loadPolicyFile(path, options) };
 }
 
-/** Maps a field path to the `:line:col` of its node (or of the deepest existing ancestor). */
+/** Maps a field path to the line and column of its node (or of the deepest existing ancestor). */
 function yamlLocator(doc: Document, lineCounter: LineCounter): Locate {
   return (path: PolicyPath, atKey: boolean) => {
     let node: unknown = doc.contents;
@@ -107,8 +107,6 @@ function yamlLocator(doc: Document, lineCounter: LineCounter): Locate {
       offset = start;
       node = next;
     }
-    if (offset === undefined) return '';
-    const { line, col } = lineCounter.linePos(offset);
-    return `:${line}:${col}`;
+    return offset === undefined ? undefined : lineCounter.linePos(offset);
   };
 }
