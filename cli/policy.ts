@@ -57,7 +57,7 @@ export function registerPolicy(program: Command): void {
 }
 
 export function summary(policy: CompiledPolicy): string {
-  return `ok: ${policy.orgs.size} orgs, ${policy.connectors.size} connectors, ${policy.rules.length} rules`;
+  return `ok: ${policy.orgs.size} orgs, ${policy.connectorCount} connectors, ${policy.rules.length} rules`;
 }
 
 function formatExplain(report: { decision: string; principal: string; connector: string; target: string }, decision: Decision): string {

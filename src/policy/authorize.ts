@@ -1,5 +1,5 @@
 import { PolicyError } from '../errors.js';
-import type { AuthorizeRequest, CompiledPolicy, CompiledRule, Decision, DecisionReason } from './model.js';
+import type { AuthorizeRequest, CompiledConnector, CompiledPolicy, CompiledRule, Decision, DecisionReason } from './model.js';
 import { firstMatch } from './target-pattern.js';
 import { printable, quote } from './target.js';
 
@@ -39,14 +39,15 @@ export function authorize(policy: CompiledPolicy, request: AuthorizeRequest, opt
   const who = `${principal.role}/${principal.name}`;
   if (explain) steps.push(`principal ${who} of org ${principal.org} (trust domain ${principal.trustDomain})`);
 
-  const connector = policy.connectors.get(request.connector);
+  const connector = findConnector(policy, principal.org, request.connector);
   if (!connector) {
+    const owners = policy.connectorOrgs.get(request.connector);
+    if (owners) {
+      return done(false, 'org-isolation', `deny: connector ${quote(request.connector)} belongs to org ${owners.join(', ')}, not to the principal's org ${principal.org}; orgs are isolated whatever the rules say`);
+    }
     return done(false, 'unknown-connector', `deny: connector ${quote(request.connector)} is not declared in the policy`);
   }
-  if (connector.org !== principal.org) {
-    return done(false, 'org-isolation', `deny: connector ${connector.id} belongs to org ${connector.org}, the principal to org ${principal.org}; orgs are isolated whatever the rules say`);
-  }
-  if (explain) steps.push(`connector ${connector.id} belongs to the same org ${connector.org}`);
+  if (explain) steps.push(`connector ${connector.id} is declared by the principal's org ${connector.org}`);
 
   const declared = firstMatch(connector.targets, target);
   if (!declared) {
@@ -71,6 +72,14 @@ export function authorize(policy: CompiledPolicy, request: AuthorizeRequest, opt
     return done(rule.action === 'allow', 'rule', `${rule.action}: ${label(rule)} matches (principal via ${via}, target via ${pattern.canonical})`, rule.id);
   }
   return done(false, 'default-deny', `deny: no rule matched principal ${who} and target ${target.canonical} on connector ${connector.id} (default deny)`);
+}
+
+/**
+ * The connector `id` of `org`, if the policy declares it. The relay can use it to check that a
+ * connector presenting `spiffe://TD/org/ORG/connector/ID` is one the policy knows.
+ */
+export function findConnector(policy: CompiledPolicy, org: string, id: string): CompiledConnector | undefined {
+  return policy.orgs.get(org)?.connectors.get(id);
 }
 
 /**

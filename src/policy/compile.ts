@@ -60,8 +60,7 @@ export function compilePolicy(doc: PolicyDocument, sourceName: string, locate: L
   const tdProblem = trustDomainProblem(doc.trustDomain);
   if (tdProblem) report(['trustDomain'], `trust domain ${quote(doc.trustDomain)} is invalid: ${tdProblem}`);
 
-  const orgs = new Map<string, { teams: Map<string, string[]>; connectors: string[] }>();
-  const connectors = new Map<string, { id: string; org: string; targets: TargetPattern[]; path: PolicyPath }>();
+  const orgs = new Map<string, { teams: Map<string, string[]>; connectors: Map<string, TargetPattern[]> }>();
 
   for (const [orgName, org] of Object.entries(doc.orgs)) {
     const orgPath = ['orgs', orgName];
@@ -81,21 +80,14 @@ export function compilePolicy(doc: PolicyDocument, sourceName: string, locate: L
       });
       teams.set(teamName, [...seen]);
     }
-    const ids: string[] = [];
+    const connectors = new Map<string, TargetPattern[]>();
     for (const [id, connector] of Object.entries(org.connectors ?? {})) {
       const path = [...orgPath, 'connectors', id];
       const idProblem = segmentProblem(id);
       if (idProblem) report(path, `connector id ${quote(id)} is invalid: ${idProblem}`, true);
-      const other = connectors.get(id);
-      if (other) {
-        report(path, `connector id ${quote(id)} is already declared by org ${quote(other.org)}; connector ids are unique across the policy because agents name a connector by id alone`, true);
-        continue;
-      }
-      const targets = compilePatterns(connector.targets, [...path, 'targets'], report);
-      connectors.set(id, { id, org: orgName, targets, path });
-      ids.push(id);
+      connectors.set(id, compilePatterns(connector.targets, [...path, 'targets'], report));
     }
-    orgs.set(orgName, { teams, connectors: ids });
+    orgs.set(orgName, { teams, connectors });
   }
 
   const rules: CompiledRule[] = [];
@@ -113,10 +105,11 @@ export function compilePolicy(doc: PolicyDocument, sourceName: string, locate: L
       report([...path, 'org'], `unknown org ${quote(rule.org)}`);
       return;
     }
-    if (rule.connector !== '*') {
-      const connector = connectors.get(rule.connector);
-      if (!connector) report([...path, 'connector'], `unknown connector ${quote(rule.connector)} (org ${rule.org} declares ${listOrNone(org.connectors)})`);
-      else if (connector.org !== rule.org) report([...path, 'connector'], `connector ${quote(rule.connector)} belongs to org ${quote(connector.org)}, not ${quote(rule.org)}: a rule only governs its own org's connectors`);
+    if (rule.connector !== '*' && !org.connectors.has(rule.connector)) {
+      const others = [...orgs].filter(([, o]) => o.connectors.has(rule.connector)).map(([name]) => name);
+      report([...path, 'connector'], others.length > 0
+        ? `connector ${quote(rule.connector)} is not in org ${quote(rule.org)} (only in ${others.map((o) => quote(o)).join(', ')}): a rule only governs its own org's connectors`
+        : `unknown connector ${quote(rule.connector)} (org ${rule.org} declares ${listOrNone([...org.connectors.keys()])})`);
     }
 
     const members = new Map<string, string>();
@@ -165,20 +158,25 @@ export function compilePolicy(doc: PolicyDocument, sourceName: string, locate: L
 
   if (issues.length > 0) throw policyInvalid(issues, sourceName, locate);
 
-  const compiledConnectors = new Map<string, CompiledConnector>();
-  for (const c of connectors.values()) {
-    const applicable = rules.filter((r) => r.org === c.org && (r.connector === '*' || r.connector === c.id));
-    compiledConnectors.set(c.id, Object.freeze({ id: c.id, org: c.org, targets: Object.freeze(c.targets), rules: Object.freeze(applicable) }));
-  }
   const compiledOrgs = new Map<string, CompiledOrg>();
+  const connectorOrgs = new Map<string, string[]>();
+  let connectorCount = 0;
   for (const [name, org] of orgs) {
-    compiledOrgs.set(name, Object.freeze({ name, teams: org.teams, connectors: Object.freeze(org.connectors) }));
+    const compiled = new Map<string, CompiledConnector>();
+    for (const [id, targets] of org.connectors) {
+      const applicable = rules.filter((r) => r.org === name && (r.connector === '*' || r.connector === id));
+      compiled.set(id, Object.freeze({ id, org: name, targets: Object.freeze(targets), rules: Object.freeze(applicable) }));
+      connectorOrgs.set(id, [...(connectorOrgs.get(id) ?? []), name]);
+      connectorCount++;
+    }
+    compiledOrgs.set(name, Object.freeze({ name, teams: org.teams, connectors: compiled }));
   }
   return Object.freeze({
     source: sourceName,
     trustDomain: doc.trustDomain,
     orgs: compiledOrgs,
-    connectors: compiledConnectors,
+    connectorOrgs,
+    connectorCount,
     rules: Object.freeze(rules),
   });
 }

@@ -9,7 +9,7 @@ export {
 } from './model.js';
 export { type PolicyDocument, PolicyDocumentSchema } from './schema.js';
 export { compilePolicy, formatPath, MAX_REPORTED_ISSUES } from './compile.js';
-export { type AuthorizeOptions, authorize, policyDeniedError } from './authorize.js';
+export { type AuthorizeOptions, authorize, findConnector, policyDeniedError } from './authorize.js';
 export { type PolicyFileOptions, DEFAULT_POLICY_MAX_BYTES, parsePolicy, loadPolicyFile, filePolicySource } from './source.js';
 export { type AllowlistSpec, type CompiledAllowlist, type AllowlistCheck, compileAllowlist, checkAllowlist, allowlistDeniedError } from './allowlist.js';
 export {

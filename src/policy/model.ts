@@ -17,7 +17,7 @@ export interface PrincipalInput {
 
 export interface AuthorizeRequest {
   readonly principal: PrincipalInput;
-  /** Connector id as the agent asked for it. */
+  /** Connector id as the agent asked for it; always looked up in the principal's own org. */
   readonly connector: string;
   /** Canonical target, from parseTarget. */
   readonly target: Target;
@@ -73,7 +73,11 @@ export interface CompiledOrg {
   readonly name: string;
   /** Team name → members as `user/NAME` / `service/NAME`. */
   readonly teams: ReadonlyMap<string, readonly string[]>;
-  readonly connectors: readonly string[];
+  /**
+   * Connector id → connector. Ids are per org, like SPIFFE IDs (`…/org/ORG/connector/ID`):
+   * two orgs may both call theirs "hq", and an agent's "hq" always means its own org's.
+   */
+  readonly connectors: ReadonlyMap<string, CompiledConnector>;
 }
 
 export interface CompiledPolicy {
@@ -81,8 +85,9 @@ export interface CompiledPolicy {
   readonly source: string;
   readonly trustDomain: string;
   readonly orgs: ReadonlyMap<string, CompiledOrg>;
-  /** Connector ids are unique across the policy: agents name a connector by id alone. */
-  readonly connectors: ReadonlyMap<string, CompiledConnector>;
+  /** Connector id → the orgs that declare it, to tell org isolation from an unknown id. */
+  readonly connectorOrgs: ReadonlyMap<string, readonly string[]>;
+  readonly connectorCount: number;
   readonly rules: readonly CompiledRule[];
 }
 

@@ -3,7 +3,7 @@ import fc from 'fast-check';
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import {
-  authorize, compilePolicy, compileTargetPattern, matches, parsePolicy, parseTarget, policyDeniedError,
+  authorize, compilePolicy, compileTargetPattern, findConnector, matches, parsePolicy, parseTarget, policyDeniedError,
   type AuthorizeRequest, type DecisionReason, type PolicyDocument, type PrincipalInput,
 } from '../../../src/policy/index.js';
 
@@ -42,7 +42,7 @@ describe('authorize on the example policy', () => {
     const d = authorize(example, { principal: who('alice'), connector: 'hq', target: parseTarget('postgres.internal:5432') });
     expect(d.explanation).toEqual([
       'principal user/alice of org st-mary (trust domain hospital.example)',
-      'connector hq belongs to the same org st-mary',
+      'connector hq is declared by the principal\'s org st-mary',
       'target postgres.internal:5432 is declared by connector hq (pattern postgres.internal:5432)',
       '3 rule(s) of org st-mary name connector hq or "*"; the first that matches decides',
       'rule no-analysts-on-prod (rules[0]: analysts never reach the production database, even via another rule) skipped: principal user/alice is not among [team/analysts]',
@@ -59,6 +59,24 @@ describe('authorize on the example policy', () => {
     const lean = authorize(example, request, { explain: false });
     expect({ ...lean, explanation: undefined }).toEqual({ ...full, explanation: undefined });
     expect(lean.explanation).toEqual([full.explanation.at(-1)]);
+  });
+
+  it('a connector id means the principal\'s own org\'s connector when two orgs use it', () => {
+    const twoHq = parsePolicy(`version: 1
+trustDomain: hospital.example
+orgs:
+  st-mary: {connectors: {hq: {targets: ["db.mary:5432"]}}}
+  st-jude: {connectors: {hq: {targets: ["db.jude:5432"]}}}
+rules:
+  - {id: mary, org: st-mary, principals: ["*"], connector: hq, targets: ["db.mary:5432"], action: allow}
+  - {id: jude, org: st-jude, principals: ["*"], connector: hq, targets: ["db.jude:5432", "db.mary:5432"], action: allow}
+`, 'two-hq.yaml');
+    const ask = (org: string, target: string) => authorize(twoHq, { principal: who('x', org), connector: 'hq', target: parseTarget(target) });
+    expect(ask('st-mary', 'db.mary:5432')).toMatchObject({ allow: true, ruleId: 'mary' });
+    expect(ask('st-jude', 'db.jude:5432')).toMatchObject({ allow: true, ruleId: 'jude' });
+    // st-jude's rule names db.mary, but st-jude's hq does not declare it: no way into st-mary.
+    expect(ask('st-jude', 'db.mary:5432')).toMatchObject({ allow: false, reason: 'connector-does-not-declare-target' });
+    expect(ask('st-luke', 'db.mary:5432')).toMatchObject({ allow: false, reason: 'org-isolation' });
   });
 
   it('policyDeniedError carries the reason and rule id', () => {
@@ -79,9 +97,12 @@ const MEMBERS = ['user/u1', 'user/u2', 'service/s1'];
 
 const subset = <T>(items: readonly T[], min = 1) => fc.subarray([...items], { minLength: min });
 
+const IDS = ['c0', 'c1', 'c2'];
+
+/** Two orgs, each with two teams and a subset of the connector ids (the same id may be in both). */
 const policyDoc: fc.Arbitrary<PolicyDocument> = fc.record({
-  connectorOrgs: fc.array(fc.constantFrom('a', 'b'), { minLength: 3, maxLength: 3 }),
-  connectorTargets: fc.array(subset(PATTERNS), { minLength: 3, maxLength: 3 }),
+  connectors: fc.record({ a: subset(IDS, 0), b: subset(IDS, 0) }),
+  targets: fc.array(subset(PATTERNS), { minLength: 6, maxLength: 6 }),
   teams: fc.record({ a: fc.array(subset(MEMBERS, 0), { minLength: 2, maxLength: 2 }), b: fc.array(subset(MEMBERS, 0), { minLength: 2, maxLength: 2 }) }),
   rules: fc.array(fc.record({
     org: fc.constantFrom('a', 'b'),
@@ -91,21 +112,20 @@ const policyDoc: fc.Arbitrary<PolicyDocument> = fc.record({
     targets: subset(PATTERNS),
     action: fc.constantFrom('allow', 'deny') as fc.Arbitrary<'allow' | 'deny'>,
   }), { maxLength: 8 }),
-}).map(({ connectorOrgs, connectorTargets, teams, rules }) => {
-  const ids = ['c0', 'c1', 'c2'];
+}).map(({ connectors, targets, teams, rules }) => {
   const orgs: PolicyDocument['orgs'] = {};
-  for (const org of ['a', 'b'] as const) {
+  (['a', 'b'] as const).forEach((org, o) => {
     orgs[org] = {
       teams: { t0: teams[org][0]!, t1: teams[org][1]! },
-      connectors: Object.fromEntries(ids.flatMap((id, i) => (connectorOrgs[i] === org ? [[id, { targets: connectorTargets[i]! }]] : []))),
+      connectors: Object.fromEntries(connectors[org].map((id) => [id, { targets: targets[o * 3 + IDS.indexOf(id)]! }])),
     };
-  }
+  });
   return {
     version: 1 as const,
     trustDomain: TD,
     orgs,
     rules: rules.map((r, i) => {
-      const own = ids.filter((_, j) => connectorOrgs[j] === r.org);
+      const own = connectors[r.org as 'a' | 'b'];
       const connector = r.connectorPick < own.length ? own[r.connectorPick]! : '*';
       return { id: `r${i}`, org: r.org, principals: r.star ? ['*'] : r.principals, connector, targets: r.targets, action: r.action };
     }),
@@ -133,10 +153,11 @@ function reference(doc: PolicyDocument, req: AuthorizeRequest): { allow: boolean
   const p = req.principal;
   if (p.trustDomain !== doc.trustDomain) return { allow: false, reason: 'wrong-trust-domain' };
   if ((p.role !== 'user' && p.role !== 'service') || p.org === undefined) return { allow: false, reason: 'not-a-principal' };
-  const owner = Object.entries(doc.orgs).find(([, o]) => Object.keys(o.connectors ?? {}).includes(req.connector));
-  if (!owner) return { allow: false, reason: 'unknown-connector' };
-  const [connectorOrg, org] = owner;
-  if (connectorOrg !== p.org) return { allow: false, reason: 'org-isolation' };
+  const org = doc.orgs[p.org];
+  if (!org || !Object.keys(org.connectors ?? {}).includes(req.connector)) {
+    const elsewhere = Object.values(doc.orgs).some((o) => Object.keys(o.connectors ?? {}).includes(req.connector));
+    return { allow: false, reason: elsewhere ? 'org-isolation' : 'unknown-connector' };
+  }
   const anyMatch = (patterns: readonly string[]) => patterns.some((text) => matches(compileTargetPattern(text), req.target));
   if (!anyMatch(org.connectors![req.connector]!.targets)) return { allow: false, reason: 'connector-does-not-declare-target' };
   const key = `${p.role}/${p.name}`;
@@ -177,9 +198,10 @@ describe('authorize: properties', () => {
         rules: ['a', 'b'].map((org) => ({ id: `all-${org}`, org, principals: ['*'], connector: '*', targets: PATTERNS, action: 'allow' as const })),
       }, 'allow-all');
       const d = authorize(allowAll, req);
-      const connectorOrg = allowAll.connectors.get(req.connector)?.org;
-      if (d.allow) expect(connectorOrg).toBe(req.principal.org);
-      if (connectorOrg !== undefined && req.principal.org !== undefined && connectorOrg !== req.principal.org && req.principal.trustDomain === TD && (req.principal.role === 'user' || req.principal.role === 'service')) {
+      const own = req.principal.org === undefined ? undefined : findConnector(allowAll, req.principal.org, req.connector);
+      if (d.allow) expect(own?.org).toBe(req.principal.org);
+      const elsewhere = allowAll.connectorOrgs.has(req.connector);
+      if (!own && elsewhere && req.principal.org !== undefined && req.principal.trustDomain === TD && (req.principal.role === 'user' || req.principal.role === 'service')) {
         expect(d.reason).toBe('org-isolation');
       }
     }), { numRuns: 500 });

@@ -3,7 +3,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { isPosternError, PolicyError } from '../../../src/errors.js';
-import { filePolicySource, loadPolicyFile, parsePolicy } from '../../../src/policy/index.js';
+import { filePolicySource, findConnector, loadPolicyFile, parsePolicy } from '../../../src/policy/index.js';
 
 const EXAMPLE = resolve(import.meta.dirname, '../../../deployments/examples/policy.yaml');
 
@@ -43,11 +43,20 @@ function problem(text: string): string {
 describe('parsePolicy', () => {
   it('compiles a valid policy: counts, connectors with their org, per-connector rule lists', () => {
     const p = parsePolicy(BASE, 'policy.yaml');
-    expect([p.orgs.size, p.connectors.size, p.rules.length, p.trustDomain, p.source]).toEqual([2, 2, 1, 'hospital.example', 'policy.yaml']);
-    expect(p.connectors.get('hq')).toMatchObject({ org: 'st-mary', rules: [{ id: 'r1' }] });
-    expect(p.connectors.get('jude')!.rules).toEqual([]);
+    expect([p.orgs.size, p.connectorCount, p.rules.length, p.trustDomain, p.source]).toEqual([2, 2, 1, 'hospital.example', 'policy.yaml']);
+    expect(findConnector(p, 'st-mary', 'hq')).toMatchObject({ org: 'st-mary', rules: [{ id: 'r1' }] });
+    expect(findConnector(p, 'st-jude', 'jude')!.rules).toEqual([]);
+    expect(findConnector(p, 'st-jude', 'hq')).toBeUndefined();
     expect([...p.rules[0]!.members]).toEqual([['user/alice', 'team/dba'], ['service/reports', 'team/dba']]);
     expect(Object.isFrozen(p)).toBe(true);
+  });
+
+  it('connector ids are per org: two orgs may both have an "hq"', () => {
+    const p = parsePolicy(BASE.replace('      jude:', '      hq:'), 'policy.yaml');
+    expect(p.connectorCount).toBe(2);
+    expect(p.connectorOrgs.get('hq')).toEqual(['st-mary', 'st-jude']);
+    expect(findConnector(p, 'st-jude', 'hq')!.rules).toEqual([]);
+    expect(findConnector(p, 'st-mary', 'hq')!.rules.map((r) => r.id)).toEqual(['r1']);
   });
 
   it('accepts an empty rule list (everything is then denied)', () => {
@@ -71,7 +80,7 @@ describe('parsePolicy', () => {
     ['unknown team', BASE.replace('principals: [team/dba]', 'principals: [user/bob, team/dbas]'), /^policy\.yaml:17:28: rules\[0\]\.principals\[1\]: unknown team "dbas" in org st-mary$/],
     ['unknown org', BASE.replace('    org: st-mary', '    org: st-marx'), /^policy\.yaml:16:10: rules\[0\]\.org: unknown org "st-marx"$/],
     ['unknown connector', BASE.replace('connector: hq', 'connector: hx'), /^policy\.yaml:18:16: rules\[0\]\.connector: unknown connector "hx" \(org st-mary declares "hq"\)$/],
-    ['connector of another org', BASE.replace('connector: hq', 'connector: jude'), /rules\[0\]\.connector: connector "jude" belongs to org "st-jude", not "st-mary"/],
+    ['connector of another org', BASE.replace('connector: hq', 'connector: jude'), /^policy\.yaml:18:16: rules\[0\]\.connector: connector "jude" is not in org "st-mary" \(only in "st-jude"\): a rule only governs its own org's connectors$/],
     ['duplicate rule id', `${BASE}  - id: r1\n    org: st-mary\n    principals: ["*"]\n    connector: "*"\n    targets: ["x:1"]\n    action: deny\n`, /^policy\.yaml:21:9: rules\[1\]\.id: duplicate rule id "r1" \(first used by rules\[0\]\)$/],
     ['bad rule id', BASE.replace('id: r1', 'id: "r 1"'), /rules\[0\]\.id: rule id "r 1" may only hold/],
     ['star with others', BASE.replace('principals: [team/dba]', 'principals: ["*", user/bob]'), /rules\[0\]\.principals\[0\]: "\*" \(any principal of the org\) must be the only entry/],
@@ -85,7 +94,6 @@ describe('parsePolicy', () => {
     ['bad org name', BASE.replace('  st-jude:', '  St Jude:'), /^policy\.yaml:10:3: orgs\.St Jude: org name "St Jude" is invalid/],
     ['bad team name', BASE.replace('      dba:', '      DBA:'), /^policy\.yaml:6:7: orgs\.st-mary\.teams\.DBA: team name "DBA" is invalid/],
     ['bad connector id', BASE.replace('      jude:', '      ju/de:'), /orgs\.st-jude\.connectors\.ju\/de: connector id "ju\/de" is invalid/],
-    ['duplicate connector id across orgs', BASE.replace('      jude:', '      hq:').replace('connector: hq', 'connector: "*"'), /^policy\.yaml:12:7: orgs\.st-jude\.connectors\.hq: connector id "hq" is already declared by org "st-mary"/],
     ['bad trust domain', BASE.replace('trustDomain: hospital.example', 'trustDomain: Hospital.Example'), /^policy\.yaml:2:14: trustDomain: trust domain "Hospital\.Example" is invalid/],
   ])('%s is refused with file:line:col and the field', (_name, text, expected) => {
     expect(problem(text)).toMatch(expected);
@@ -113,7 +121,7 @@ describe('loadPolicyFile and filePolicySource', () => {
 
   it('loads the example policy shipped in deployments/examples', async () => {
     const p = await loadPolicyFile(EXAMPLE);
-    expect([p.orgs.size, p.connectors.size, p.rules.length]).toEqual([2, 3, 4]);
+    expect([p.orgs.size, p.connectorCount, p.rules.length]).toEqual([2, 3, 4]);
   });
 
   it('names the file in errors and refuses files over maxBytes', async () => {
