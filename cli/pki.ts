@@ -1,11 +1,11 @@
 import { Command } from 'commander';
 import { PkiError } from '../src/errors.js';
-import { isRole, ROLES } from '../src/identity/index.js';
-import {
-  bundleCaCertificates, initPki, inspectFile, issueCertificate, resignCrl, revokeCertificate,
-  type CertificateReport, type InspectReport,
-} from '../src/pki/index.js';
+import { isRole, ROLES } from '../src/identity/spiffe.js';
+import type { CertificateReport, InspectReport } from '../src/pki/index.js';
 import { action } from './run-action.js';
+
+/** Loaded on use: @peculiar/x509 costs ~0.3 s of start-up that `postern relay --help` should not pay. */
+const pkiLib = () => import('../src/pki/index.js');
 
 function out(line = ''): void {
   process.stdout.write(`${line}\n`);
@@ -74,7 +74,7 @@ export function registerPki(program: Command): void {
     .option('--name-constraints', 'add a critical nameConstraints extension permitting only URIs of this trust domain')
     .option('--force', 'replace an existing CA (every certificate it issued stops being trusted)')
     .action(action(async (o: { trustDomain: string; dir: string; days?: string; crlDays?: string; nameConstraints?: boolean; force?: boolean }) => {
-      const r = await initPki({
+      const r = await (await pkiLib()).initPki({
         dir: o.dir,
         trustDomain: o.trustDomain,
         force: o.force === true,
@@ -102,7 +102,7 @@ export function registerPki(program: Command): void {
     .option('--force', 'overwrite existing files')
     .action(action(async (role: string, name: string, o: { dir: string; org?: string; dns?: string[]; ip?: string[]; days?: string; out?: string; force?: boolean }) => {
       if (!isRole(role)) throw new PkiError('POSTERN_ERR_USAGE', `role "${role}" is not one of ${ROLES.join(', ')}`, { details: { field: 'role' } });
-      const r = await issueCertificate({
+      const r = await (await pkiLib()).issueCertificate({
         dir: o.dir,
         role,
         name,
@@ -128,7 +128,7 @@ export function registerPki(program: Command): void {
     .option('--dir <dir>', 'CA directory', './pki')
     .option('--crl-days <n>', 'validity of the re-signed CRL in days (default 7)')
     .action(action(async (certFile: string | undefined, o: { serial?: string; dir: string; crlDays?: string }) => {
-      const r = await revokeCertificate({
+      const r = await (await pkiLib()).revokeCertificate({
         dir: o.dir,
         ...(certFile === undefined ? {} : { certFile }),
         ...(o.serial === undefined ? {} : { serial: o.serial }),
@@ -145,7 +145,7 @@ export function registerPki(program: Command): void {
     .option('--dir <dir>', 'CA directory', './pki')
     .option('--days <n>', 'validity of the CRL in days (default 7)')
     .action(action(async (o: { dir: string; days?: string }) => {
-      const r = await resignCrl({ dir: o.dir, ...(o.days === undefined ? {} : { days: days(o.days, '--days')! }) });
+      const r = await (await pkiLib()).resignCrl({ dir: o.dir, ...(o.days === undefined ? {} : { days: days(o.days, '--days')! }) });
       out(`signed ${r.crl}: number ${r.crlNumber}, ${r.revokedCount} revoked, next update ${r.nextUpdate.toISOString()}`);
     }));
 
@@ -156,7 +156,7 @@ export function registerPki(program: Command): void {
     .option('--dir <dir>', 'CA directory to check issuance and revocation against')
     .option('--json', 'print JSON')
     .action(action(async (file: string, o: { dir?: string; json?: boolean }) => {
-      const report = await inspectFile({ file, ...(o.dir === undefined ? {} : { dir: o.dir }) });
+      const report = await (await pkiLib()).inspectFile({ file, ...(o.dir === undefined ? {} : { dir: o.dir }) });
       if (o.json) out(JSON.stringify(report, null, 2));
       else printReport(report);
     }));
@@ -166,6 +166,6 @@ export function registerPki(program: Command): void {
     .description('Concatenate CA certificates into one trust bundle on stdout (deduplicated); for CA rotation')
     .argument('<ca-files...>', 'CA certificate files (each must be a CA)')
     .action(action(async (files: string[]) => {
-      process.stdout.write(await bundleCaCertificates(files));
+      process.stdout.write(await (await pkiLib()).bundleCaCertificates(files));
     }));
 }

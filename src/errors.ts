@@ -44,6 +44,7 @@ export const ERROR_CATALOGUE = {
   POSTERN_ERR_PKI_FILE_EXISTS: 'A certificate or key file already exists; pass --force to overwrite it or choose another --out.',
   POSTERN_ERR_PKI_KEY_MISMATCH: 'A private key does not belong to the certificate it is paired with.',
   POSTERN_ERR_PKI_STATE_INVALID: 'The revocation store (revoked.json) in the CA directory is corrupt.',
+  POSTERN_ERR_PKI_LOCKED: 'Another postern pki process is changing the CA directory right now.',
   POSTERN_ERR_PKI_CRL_MISSING: 'CRLs are configured but a CA of the trust bundle has none; every CA needs its own CRL.',
   POSTERN_ERR_PKI_CRL_EXPIRED: 'A CRL is past its nextUpdate; every peer of that CA would be refused until it is re-signed.',
   POSTERN_ERR_TLS_HANDSHAKE_TIMEOUT: 'A TLS handshake did not finish within the handshake timeout.',

@@ -77,14 +77,17 @@ export interface CertificateFacts {
 
 const PEM_CERT = /-----BEGIN CERTIFICATE-----([A-Za-z0-9+/=\s]+)-----END CERTIFICATE-----/;
 
-/** DER bytes of a certificate given as DER or as PEM (the first CERTIFICATE block). */
+/** DER bytes of a certificate given as DER or as PEM text or bytes (the first CERTIFICATE block). */
 export function certificateDer(cert: Buffer | Uint8Array | string): Buffer {
-  if (typeof cert === 'string') {
-    const body = PEM_CERT.exec(cert)?.[1];
+  const bytes = typeof cert === 'string' ? undefined : Buffer.from(cert.buffer, cert.byteOffset, cert.byteLength);
+  // A DER certificate starts with a SEQUENCE tag (0x30), never with "-----BEGIN".
+  const text = bytes === undefined ? (cert as string) : bytes.subarray(0, 10).toString('latin1') === '-----BEGIN' ? bytes.toString('latin1') : undefined;
+  if (text !== undefined) {
+    const body = PEM_CERT.exec(text)?.[1];
     if (body === undefined) throw new IdentityError('POSTERN_ERR_PKI_INVALID_CERT', 'the text holds no PEM CERTIFICATE block');
     return Buffer.from(body.replace(/\s+/g, ''), 'base64');
   }
-  return Buffer.from(cert.buffer, cert.byteOffset, cert.byteLength);
+  return bytes!;
 }
 
 /** Lowercase hex of a DER INTEGER's content octets, leading zero octets removed. */

@@ -49,10 +49,13 @@ export function assertDays(days: number, field: string): void {
   }
 }
 
-/** 16 random bytes as a positive DER INTEGER: the first byte is kept in 0x01..0x7f so the length is fixed. */
+/**
+ * 16 random bytes as a positive DER INTEGER. The first byte is kept in 0x10..0x7f: positive, and
+ * never a leading zero nibble, so every serial prints as exactly 32 hex digits everywhere.
+ */
 export function randomSerial(): string {
   const bytes = randomBytes(16);
-  bytes[0] = (bytes[0]! & 0x7f) || 0x01;
+  bytes[0] = 0x10 + (bytes[0]! % 0x70);
   return bytes.toString('hex');
 }
 

@@ -1,8 +1,8 @@
-import { mkdir } from 'node:fs/promises';
+import { mkdir, readFile, rename, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { PkiError } from '../errors.js';
 import { certificateFacts, normalizeSerial, type CertificateFacts } from '../identity/certificate.js';
-import { parseSpiffeId, type Role, type SpiffeId } from '../identity/spiffe.js';
+import { assertTrustDomain, parseSpiffeId, type Role, type SpiffeId } from '../identity/spiffe.js';
 import { assertDays, wholeSecond, createCa, issuedBy, issueLeaf, loadCaMaterial, type CaMaterial } from './ca.js';
 import {
   addRevocation, crlDerBlocks, crlFacts, emptyRevocationState, formatRevocationState, parseRevocationState, signCrl,
@@ -26,6 +26,46 @@ function paths(dir: string) {
     crl: join(dir, PKI_FILES.crl),
     revoked: join(dir, PKI_FILES.revoked),
   };
+}
+
+const LOCK_FILE = '.postern-pki.lock';
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * Runs `fn` holding the CA directory's lock file (created O_EXCL, holding our pid), so two
+ * `revoke`/`crl` runs cannot lose a revocation or reuse a CRL number. A lock whose process is
+ * gone is broken; a live one is refused with POSTERN_ERR_PKI_LOCKED rather than waited for.
+ */
+async function withDirLock<T>(dir: string, fn: () => Promise<T>, retried = false): Promise<T> {
+  const lock = join(dir, LOCK_FILE);
+  try {
+    await writeFile(lock, String(process.pid), { flag: 'wx', mode: MODE_PRIVATE });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') {
+      throw new PkiError('POSTERN_ERR_FILE_WRITE', `cannot create lock ${lock}: ${(err as Error).message}`, { cause: err, details: { path: lock } });
+    }
+    const pid = Number.parseInt(await readFile(lock, 'utf8').catch(() => ''), 10);
+    if (retried || (pid > 0 && processAlive(pid))) {
+      throw new PkiError('POSTERN_ERR_PKI_LOCKED', `${dir} is being changed by another postern pki process (pid ${Number.isNaN(pid) ? 'unknown' : pid}); retry when it is done`, { details: { dir, pid } });
+    }
+    // The holder died: move its lock aside (only one breaker wins the rename) and try once more.
+    const stale = `${lock}.${process.pid}.stale`;
+    await rename(lock, stale).then(() => unlink(stale), () => undefined);
+    return withDirLock(dir, fn, true);
+  }
+  try {
+    return await fn();
+  } finally {
+    await unlink(lock).catch(() => undefined);
+  }
 }
 
 export interface InitPkiOptions {
@@ -52,29 +92,33 @@ export interface InitPkiResult {
 
 /** Creates ca.crt, ca.key (0600), an empty revoked.json and a signed empty crl.pem in `dir`. */
 export async function initPki(o: InitPkiOptions): Promise<InitPkiResult> {
+  assertTrustDomain(o.trustDomain);
+  if (o.days !== undefined) assertDays(o.days, 'days');
+  if (o.crlDays !== undefined) assertDays(o.crlDays, 'crl days');
   const p = paths(o.dir);
   // 0700: the directory holds the CA key and is for the administrator alone.
   await mkdir(o.dir, { recursive: true, mode: 0o700 }).catch((err: unknown) => {
     throw new PkiError('POSTERN_ERR_FILE_WRITE', `cannot create ${o.dir}: ${(err as Error).message}`, { cause: err, details: { path: o.dir } });
   });
-  if (!o.force && ((await exists(p.caCert)) || (await exists(p.caKey)))) {
-    throw new PkiError('POSTERN_ERR_PKI_EXISTS', `a CA already exists in ${o.dir} (${PKI_FILES.caCert}/${PKI_FILES.caKey}); pass --force to replace it`, { details: { dir: o.dir } });
-  }
-  if (o.crlDays !== undefined) assertDays(o.crlDays, 'crl days');
-  const created = await createCa({
-    trustDomain: o.trustDomain,
-    ...(o.days === undefined ? {} : { days: o.days }),
-    ...(o.nameConstraints === undefined ? {} : { nameConstraints: o.nameConstraints }),
-    ...(o.now === undefined ? {} : { now: o.now }),
+  return withDirLock(o.dir, async () => {
+    if (!o.force && ((await exists(p.caCert)) || (await exists(p.caKey)))) {
+      throw new PkiError('POSTERN_ERR_PKI_EXISTS', `a CA already exists in ${o.dir} (${PKI_FILES.caCert}/${PKI_FILES.caKey}); pass --force to replace it`, { details: { dir: o.dir } });
+    }
+    const created = await createCa({
+      trustDomain: o.trustDomain,
+      ...(o.days === undefined ? {} : { days: o.days }),
+      ...(o.nameConstraints === undefined ? {} : { nameConstraints: o.nameConstraints }),
+      ...(o.now === undefined ? {} : { now: o.now }),
+    });
+    const ca = await loadCaMaterial(created.certPem, created.keyPem, { cert: p.caCert, key: p.caKey });
+    const signed = await signCrl(ca, emptyRevocationState(), { days: o.crlDays ?? DEFAULT_CRL_DAYS, ...(o.now ? { now: o.now } : {}) });
+    // Key first: a crash never leaves a certificate without its key.
+    await writeFileAtomic(p.caKey, created.keyPem, MODE_PRIVATE);
+    await writeFileAtomic(p.caCert, created.certPem, MODE_PUBLIC);
+    await writeFileAtomic(p.revoked, formatRevocationState(signed.state), MODE_PUBLIC);
+    await writeFileAtomic(p.crl, signed.pem, MODE_PUBLIC);
+    return { trustDomain: o.trustDomain, caCert: p.caCert, caKey: p.caKey, crl: p.crl, serial: ca.facts.serial, notAfter: ca.facts.notAfter };
   });
-  const ca = await loadCaMaterial(created.certPem, created.keyPem, { cert: p.caCert, key: p.caKey });
-  const signed = await signCrl(ca, emptyRevocationState(), { days: o.crlDays ?? DEFAULT_CRL_DAYS, ...(o.now ? { now: o.now } : {}) });
-  // Key first: a crash never leaves a certificate without its key.
-  await writeFileAtomic(p.caKey, created.keyPem, MODE_PRIVATE);
-  await writeFileAtomic(p.caCert, created.certPem, MODE_PUBLIC);
-  await writeFileAtomic(p.revoked, formatRevocationState(signed.state), MODE_PUBLIC);
-  await writeFileAtomic(p.crl, signed.pem, MODE_PUBLIC);
-  return { trustDomain: o.trustDomain, caCert: p.caCert, caKey: p.caKey, crl: p.crl, serial: ca.facts.serial, notAfter: ca.facts.notAfter };
 }
 
 /** Loads the CA of `dir`; POSTERN_ERR_PKI_NOT_FOUND when there is none. */
@@ -193,17 +237,19 @@ export async function revokeCertificate(o: RevokeOptions): Promise<RevokeResult>
   }
   const now = wholeSecond(o.now ?? new Date());
   if (o.crlDays !== undefined) assertDays(o.crlDays, 'crl days');
-  const before = await loadState(o.dir);
-  const { state, already } = addRevocation(before, { serial, revokedAt: now.toISOString(), ...(spiffeId ? { spiffeId } : {}) });
-  const signed = await signCrl(ca, state, { days: o.crlDays ?? DEFAULT_CRL_DAYS, now });
-  const p = paths(o.dir);
-  // The store first: if the CRL write fails, the next `crl` re-signs from it and loses nothing.
-  await writeFileAtomic(p.revoked, formatRevocationState(signed.state), MODE_PUBLIC);
-  await writeFileAtomic(p.crl, signed.pem, MODE_PUBLIC);
-  const result: RevokeResult = { serial, crl: p.crl, crlNumber: signed.state.crlNumber, nextUpdate: signed.nextUpdate };
-  if (spiffeId) result.spiffeId = spiffeId;
-  if (already) result.alreadyRevokedAt = already.revokedAt;
-  return result;
+  return withDirLock(o.dir, async () => {
+    const before = await loadState(o.dir);
+    const { state, already } = addRevocation(before, { serial, revokedAt: now.toISOString(), ...(spiffeId ? { spiffeId } : {}) });
+    const signed = await signCrl(ca, state, { days: o.crlDays ?? DEFAULT_CRL_DAYS, now });
+    const p = paths(o.dir);
+    // The store first: if the CRL write fails, the next `crl` re-signs from it and loses nothing.
+    await writeFileAtomic(p.revoked, formatRevocationState(signed.state), MODE_PUBLIC);
+    await writeFileAtomic(p.crl, signed.pem, MODE_PUBLIC);
+    const result: RevokeResult = { serial, crl: p.crl, crlNumber: signed.state.crlNumber, nextUpdate: signed.nextUpdate };
+    if (spiffeId) result.spiffeId = spiffeId;
+    if (already) result.alreadyRevokedAt = already.revokedAt;
+    return result;
+  });
 }
 
 export interface ResignCrlResult {
@@ -217,12 +263,14 @@ export interface ResignCrlResult {
 export async function resignCrl(o: { dir: string; days?: number; now?: Date }): Promise<ResignCrlResult> {
   const ca = await loadCa(o.dir);
   if (o.days !== undefined) assertDays(o.days, 'days');
-  const state = await loadState(o.dir);
-  const signed = await signCrl(ca, state, { days: o.days ?? DEFAULT_CRL_DAYS, ...(o.now ? { now: o.now } : {}) });
-  const p = paths(o.dir);
-  await writeFileAtomic(p.revoked, formatRevocationState(signed.state), MODE_PUBLIC);
-  await writeFileAtomic(p.crl, signed.pem, MODE_PUBLIC);
-  return { crl: p.crl, crlNumber: signed.state.crlNumber, nextUpdate: signed.nextUpdate, revokedCount: state.revoked.length };
+  return withDirLock(o.dir, async () => {
+    const state = await loadState(o.dir);
+    const signed = await signCrl(ca, state, { days: o.days ?? DEFAULT_CRL_DAYS, ...(o.now ? { now: o.now } : {}) });
+    const p = paths(o.dir);
+    await writeFileAtomic(p.revoked, formatRevocationState(signed.state), MODE_PUBLIC);
+    await writeFileAtomic(p.crl, signed.pem, MODE_PUBLIC);
+    return { crl: p.crl, crlNumber: signed.state.crlNumber, nextUpdate: signed.nextUpdate, revokedCount: state.revoked.length };
+  });
 }
 
 /** Every certificate of a PEM (or DER) file, in order; POSTERN_ERR_PKI_INVALID_CERT naming the file. */
