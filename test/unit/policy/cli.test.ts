@@ -1,9 +1,11 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { Command } from 'commander';
+import { readFileSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { registerPolicy } from '../../../cli/policy.js';
+import { FORBIDDEN_BLOCKS, type DecisionReason } from '../../../src/policy/index.js';
 
 const EXAMPLE = resolve(import.meta.dirname, '../../../deployments/examples/policy.yaml');
 const ALICE = 'spiffe://hospital.example/org/st-mary/user/alice';
@@ -102,5 +104,29 @@ describe('postern policy explain', () => {
     const badPrincipal = await explain('--principal', 'spiffe://hospital.example/org/st-mary/user/', '--connector', 'hq', '--target', 'db:1');
     expect(badPrincipal.err).toMatch(/^error POSTERN_ERR_ID_MALFORMED: /);
     expect(badPrincipal.code).toBe(2);
+  });
+});
+
+describe('docs/policy.md', () => {
+  const doc = readFileSync(resolve(import.meta.dirname, '../../../docs/policy.md'), 'utf8');
+
+  /** The lines after a `$ postern …` command line in a fenced block, up to the fence. */
+  function documentedOutput(command: string): string {
+    const start = doc.indexOf(command);
+    expect(start, command).toBeGreaterThan(-1);
+    const afterCommand = doc.indexOf('\n', doc.indexOf(command.split('\n').at(-1)!, start)) + 1;
+    return doc.slice(afterCommand, doc.indexOf('```', afterCommand));
+  }
+
+  it('shows the real output of check and explain on the example policy', async () => {
+    expect(documentedOutput('$ postern policy check deployments/examples/policy.yaml')).toBe((await run('policy', 'check', EXAMPLE)).out);
+    const explained = await run('policy', 'explain', '--policy', EXAMPLE, '--principal', ALICE, '--connector', 'hq', '--target', 'POSTGRES.internal.:5432');
+    expect(documentedOutput('--principal spiffe://hospital.example/org/st-mary/user/alice --connector hq --target POSTGRES.internal.:5432')).toBe(explained.out);
+  });
+
+  it('documents every decision reason and every forbidden address class', () => {
+    const reasons: DecisionReason[] = ['rule', 'default-deny', 'org-isolation', 'unknown-connector', 'connector-does-not-declare-target', 'wrong-trust-domain', 'not-a-principal'];
+    for (const reason of reasons) expect(doc).toContain(`\`${reason}\``);
+    for (const name of new Set(FORBIDDEN_BLOCKS.map((b) => b.name))) expect(doc).toContain(`| \`${name}\` |`);
   });
 });
