@@ -135,15 +135,17 @@ export function serverTlsOptions(m: TlsMaterial, o: { handshakeTimeoutMs?: numbe
 /**
  * Options of a TLS 1.3 client that presents its certificate and accepts a server only when its
  * chain verifies and `identityFromCertificate(raw, expectPeer)` accepts it. The host name is not
- * matched: the identity is the SPIFFE ID.
+ * matched: the identity is the SPIFFE ID. The options carry a prebuilt `secureContext`, which
+ * Node prefers over cert/key/ca/crl/min/maxVersion: to change any of those, build new options
+ * from new material (overriding the fields by spreading would have no effect).
  */
 export function clientTlsOptions(m: TlsMaterial, expectPeer: IdentityExpectation): tls.ConnectionOptions {
+  const files = { ...TLS13, cert: m.cert, key: m.key, ca: m.ca, ...(m.crl.length > 0 ? { crl: m.crl } : {}) };
   return {
-    ...TLS13,
-    cert: m.cert,
-    key: m.key,
-    ca: m.ca,
-    ...(m.crl.length > 0 ? { crl: m.crl } : {}),
+    ...files,
+    // Built once here rather than by every tls.connect: parsing key, bundle and CRLs costs ~1.3 ms
+    // of CPU, a quarter of an inner handshake. Build these options once per material (and reload).
+    secureContext: tls.createSecureContext(files),
     rejectUnauthorized: true,
     checkServerIdentity: (_host, cert) => {
       try {

@@ -116,7 +116,9 @@ describe('serverTlsOptions / clientTlsOptions on a real listening server', () =>
   it('refuses a TLS 1.2-only client', async () => {
     const server = await startServer(material(dir1, 'connector', 'hq'));
     try {
-      const client = await dial(server.port, { ...clientTlsOptions(material(dir1, 'user', 'alice'), innerServer), minVersion: 'TLSv1.2', maxVersion: 'TLSv1.2' });
+      // Without the prebuilt secureContext, so that the version override applies.
+      const { secureContext: _ctx, ...base } = clientTlsOptions(material(dir1, 'user', 'alice'), innerServer);
+      const client = await dial(server.port, { ...base, minVersion: 'TLSv1.2', maxVersion: 'TLSv1.2' });
       const outcome = await server.next();
       expect(outcome.ok).toBe(false);
       expect(client.secure).toBe(false);
@@ -130,7 +132,7 @@ describe('serverTlsOptions / clientTlsOptions on a real listening server', () =>
   it('refuses a client without a certificate', async () => {
     const server = await startServer(material(dir1, 'connector', 'hq'));
     try {
-      const { cert: _c, key: _k, ...noCert } = clientTlsOptions(material(dir1, 'user', 'alice'), innerServer);
+      const { cert: _c, key: _k, secureContext: _ctx, ...noCert } = clientTlsOptions(material(dir1, 'user', 'alice'), innerServer);
       const client = dial(server.port, noCert);
       const outcome = await server.next();
       expect(outcome.ok).toBe(false);
