@@ -118,6 +118,7 @@ export const ERROR_CATALOGUE = {
   POSTERN_ERR_STREAM_IDLE_TIMEOUT: 'The stream was cut after carrying no data for the idle timeout.',
   POSTERN_ERR_STREAM_DRAIN_TIMEOUT: 'The stream was cut because it outlived the drain grace period of a GOAWAY.',
   POSTERN_ERR_STREAM_INTERNAL: 'The peer reset the stream because of an internal failure.',
+  POSTERN_ERR_STREAM_INNER_TLS_FAILED: 'The connector refused the inner TLS handshake of this stream (agent certificate revoked, untrusted, or of another org).',
   POSTERN_ERR_STREAM_RESET: 'The peer reset the stream with a code this version does not know.',
 } as const;
 

@@ -42,6 +42,8 @@ export const ResetCode = {
   IDLE_TIMEOUT: 8,
   DRAIN_TIMEOUT: 9,
   INTERNAL: 10,
+  /** The connector refused the agent's inner TLS handshake (revoked, untrusted, wrong org). */
+  INNER_TLS_FAILED: 11,
 } as const;
 
 export const GoAwayReason = {
@@ -84,6 +86,7 @@ const RESET_CODES: Readonly<Record<number, ReasonInfo>> = Object.freeze({
   [ResetCode.IDLE_TIMEOUT]: { name: 'IDLE_TIMEOUT', code: 'POSTERN_ERR_STREAM_IDLE_TIMEOUT', text: 'idle timeout' },
   [ResetCode.DRAIN_TIMEOUT]: { name: 'DRAIN_TIMEOUT', code: 'POSTERN_ERR_STREAM_DRAIN_TIMEOUT', text: 'drain grace period over' },
   [ResetCode.INTERNAL]: { name: 'INTERNAL', code: 'POSTERN_ERR_STREAM_INTERNAL', text: 'internal error' },
+  [ResetCode.INNER_TLS_FAILED]: { name: 'INNER_TLS_FAILED', code: 'POSTERN_ERR_STREAM_INNER_TLS_FAILED', text: 'the connector refused the inner TLS handshake' },
 });
 
 /** `code` is the error a session closed after this GOAWAY reports; graceful reasons report none. */
