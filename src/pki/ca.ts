@@ -144,7 +144,7 @@ export async function createCa(o: CreateCaOptions): Promise<CreatedCa> {
 }
 
 /** Reads the trust domain a Postern CA certificate names in its `spiffe://TD` URI SAN. */
-export function caTrustDomain(facts: CertificateFacts, where: string): string {
+function caTrustDomain(facts: CertificateFacts, where: string): string {
   if (!facts.isCa) throw new PkiError('POSTERN_ERR_PKI_INVALID_CERT', `${where} is not a CA certificate (basicConstraints CA:true is missing)`, { details: { path: where } });
   const uri = facts.uris.find((u) => u.startsWith('spiffe://'));
   const td = uri?.slice('spiffe://'.length);

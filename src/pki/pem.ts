@@ -23,4 +23,3 @@ export function encodePem(label: string, der: Uint8Array | ArrayBuffer): string 
 /** Node's `crl` option accepts only this label (it rejects "BEGIN CRL", which some tools write). */
 export const CRL_LABEL = 'X509 CRL';
 export const CERT_LABEL = 'CERTIFICATE';
-export const KEY_LABEL = 'PRIVATE KEY';
