@@ -1,6 +1,7 @@
+import fc from 'fast-check';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { IdentityError } from '../../../src/errors.js';
-import { identityFromCertificate, type IdentityExpectation, type Presentation } from '../../../src/identity/index.js';
+import { IdentityError, isPosternError } from '../../../src/errors.js';
+import { certificateDer, identityFromCertificate, type IdentityExpectation, type Presentation } from '../../../src/identity/index.js';
 import { createCa, generateKeyPair, issueLeaf, loadCaMaterial, randomSerial, type CaMaterial } from '../../../src/pki/index.js';
 import { asn1X509, EC_SIGNING_ALGORITHM, x509 } from '../../../src/pki/x509.js';
 
@@ -159,5 +160,28 @@ describe('identityFromCertificate refuses, each with its own code', () => {
     } catch (err) {
       expect((err as Error).message).toBe('spiffe://hospital.example/relay/relay-1 is a relay certificate; agent-client requires user or service');
     }
+  });
+});
+
+describe('identityFromCertificate on random and corrupted bytes', () => {
+  it('either yields an identity or throws a catalogued error, never anything else', () => {
+    const der = certificateDer(leaves.connector!);
+    const corrupted = fc.array(fc.tuple(fc.nat(der.length - 1), fc.integer({ min: 0, max: 255 })), { minLength: 1, maxLength: 8 }).map((edits) => {
+      const copy = Buffer.from(der);
+      for (const [at, byte] of edits) copy[at] = byte;
+      return copy;
+    });
+    const truncated = fc.nat(der.length - 1).map((n) => der.subarray(0, n));
+    fc.assert(
+      fc.property(fc.oneof(corrupted, truncated, fc.uint8Array({ maxLength: 600 }).map((b) => Buffer.from(b))), (bytes) => {
+        try {
+          const id = identityFromCertificate(bytes, { trustDomain: TD, presentedAs: 'connector-client' });
+          expect(id.uri).toMatch(/^spiffe:\/\/hospital\.example\/org\/[a-z0-9._-]+\/connector\/[a-z0-9._-]+$/);
+        } catch (err) {
+          expect(isPosternError(err), String(err)).toBe(true);
+        }
+      }),
+      { numRuns: 1500 },
+    );
   });
 });
