@@ -1,4 +1,4 @@
-import { createPrivateKey } from 'node:crypto';
+import { constants as cryptoConstants, createPrivateKey } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type { Duplex } from 'node:stream';
 import * as tls from 'node:tls';
@@ -118,10 +118,16 @@ export function loadTlsMaterial(files: TlsFiles, now: Date = new Date()): TlsMat
 
 const TLS13 = { minVersion: 'TLSv1.3', maxVersion: 'TLSv1.3' } as const;
 
-/** Options of a mutual TLS 1.3 server: client certificates required and verified (chain and CRL). */
+/**
+ * Options of a mutual TLS 1.3 server: client certificates required and verified (chain and CRL).
+ * Session resumption is off: a resumed session skips certificate verification, so a client
+ * revoked after its first connection could come back on its ticket; every connection is a full
+ * handshake against the current CRL instead (one ECDSA P-256 signature more per connection).
+ */
 export function serverTlsOptions(m: TlsMaterial, o: { handshakeTimeoutMs?: number } = {}): tls.TlsOptions {
   return {
     ...TLS13,
+    secureOptions: cryptoConstants.SSL_OP_NO_TICKET,
     cert: m.cert,
     key: m.key,
     ca: m.ca,

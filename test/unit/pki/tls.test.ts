@@ -113,6 +113,31 @@ describe('serverTlsOptions / clientTlsOptions on a real listening server', () =>
     }
   });
 
+  it('never resumes a session: every connection verifies the certificate against the current CRL', async () => {
+    const server = await startServer(material(dir1, 'connector', 'hq'));
+    try {
+      const options = clientTlsOptions(material(dir1, 'user', 'alice'), innerServer);
+      const reused: boolean[] = [];
+      let session: Buffer | undefined;
+      for (let i = 0; i < 2; i++) {
+        // The second connection offers the session the first one received.
+        expect(session !== undefined).toBe(i === 1);
+        const socket = tls.connect({ ...options, host: '127.0.0.1', port: server.port, ...(session ? { session } : {}) });
+        socket.on('session', (s: Buffer) => { session = s; });
+        socket.on('secureConnect', () => reused.push(socket.isSessionReused()));
+        socket.on('data', () => undefined);
+        const closed = new Promise((resolve) => socket.on('close', resolve));
+        const outcome = await server.next();
+        expect(outcome.ok).toBe(true);
+        if (outcome.ok) outcome.socket.end('x');
+        await closed;
+      }
+      expect(reused).toEqual([false, false]);
+    } finally {
+      await server.close();
+    }
+  });
+
   it('refuses a TLS 1.2-only client', async () => {
     const server = await startServer(material(dir1, 'connector', 'hq'));
     try {
