@@ -2,7 +2,7 @@ import { Command } from 'commander';
 import { PkiError } from '../src/errors.js';
 import { isRole, ROLES } from '../src/identity/spiffe.js';
 import type { CertificateReport, InspectReport } from '../src/pki/index.js';
-import { action } from './run-action.js';
+import { action } from '../src/cli/action.js';
 
 /** Loaded on use: @peculiar/x509 costs ~0.3 s of start-up that `postern relay --help` should not pay. */
 const pkiLib = () => import('../src/pki/index.js');

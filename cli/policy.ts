@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import { isPosternError, type ErrorCode } from '../src/errors.js';
 import { parseSpiffeId } from '../src/identity/index.js';
 import { authorize, loadPolicyFile, parseTarget, type CompiledPolicy, type Decision } from '../src/policy/index.js';
-import { action, EXIT } from './run-action.js';
+import { action, EXIT } from '../src/cli/action.js';
 
 /** Errors that mean "your input is wrong" here: exit 2 like usage errors, not 1. */
 const INPUT_ERRORS: readonly ErrorCode[] = [

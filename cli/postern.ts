@@ -3,6 +3,7 @@ import { Command } from 'commander';
 import { readFileSync } from 'node:fs';
 import { registerPki } from './pki.js';
 import { registerPolicy } from './policy.js';
+import { registerRelay } from '../relay/cli.js';
 
 const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
 
@@ -13,7 +14,7 @@ const program = new Command('postern')
   .enablePositionalOptions();
 
 // Subcommand modules register themselves here; each is a leaf that reads argv/env.
-const registrars: Array<(program: Command) => void> = [registerPki, registerPolicy];
+const registrars: Array<(program: Command) => void> = [registerPki, registerPolicy, registerRelay];
 for (const register of registrars) register(program);
 
 await program.parseAsync(process.argv);

@@ -1,4 +1,4 @@
-import { isPosternError } from '../src/errors.js';
+import { isPosternError } from '../errors.js';
 
 /** Exit codes of every `postern` command (documented in docs/operations.md). */
 export const EXIT = { OK: 0, FAILURE: 1, USAGE: 2 } as const;

@@ -1,0 +1,136 @@
+import { randomUUID } from 'node:crypto';
+import type { AuditLog } from '../src/audit/audit-log.js';
+import { isPosternError } from '../src/errors.js';
+import type { Identity } from '../src/identity/index.js';
+import type { Logger } from '../src/log.js';
+import { OpenError, StreamError, type IncomingOpen, type MuxStream } from '../src/mux/index.js';
+import { describeOpenResult, OpenResult, ResetCode } from '../src/protocol/reasons.js';
+import { authorize, parseTarget, type CompiledPolicy, type Target } from '../src/policy/index.js';
+import { splice } from '../src/net/splice.js';
+import type { ConnectorRegistry } from './registry.js';
+
+export interface OpenContext {
+  readonly policy: () => CompiledPolicy;
+  readonly registry: ConnectorRegistry;
+  readonly audit: AuditLog;
+  readonly logger: Logger;
+  readonly relayIdentity: Identity;
+  readonly connectorOpenTimeoutMs: number;
+  readonly draining: () => boolean;
+  /** Live spliced streams, for status, drain and resets after a policy or CRL change. */
+  readonly live: Set<LiveStream>;
+}
+
+export interface LiveStream {
+  readonly correlationId: string;
+  readonly principal: Identity;
+  readonly connector: string;
+  readonly target: Target;
+  readonly ruleId: string | undefined;
+  readonly agentStream: MuxStream;
+  readonly connectorStream: MuxStream;
+  readonly startedAt: number;
+}
+
+/**
+ * One agent open, decided and spliced: canonicalize the target, ask the policy, find a live
+ * tunnel, open the connector leg with metadata only, then splice the two legs as opaque bytes.
+ * Every decision is audited with its reason; every refusal reaches the agent with its code.
+ */
+export async function handleAgentOpen(incoming: IncomingOpen, principal: Identity, ctx: OpenContext): Promise<void> {
+  const correlationId = randomUUID();
+  const connector = incoming.metadata['connector'] ?? '';
+  const rawTarget = incoming.metadata['target'] ?? '';
+  const base = { correlationId, principal: principal.uri, connector, target: rawTarget };
+  const refuse = (result: number, reason: string, message: string, ruleId?: string): void => {
+    ctx.audit.emit({ event: 'stream.open', ...base, decision: 'deny', reason, detail: message, ...(ruleId ? { ruleId } : {}) });
+    incoming.reject(result, message, { 'correlation-id': correlationId });
+  };
+
+  if (!connector || !rawTarget) {
+    return refuse(OpenResult.METADATA_INVALID, 'metadata-invalid', 'an agent open must carry "connector" and "target" metadata');
+  }
+  if (ctx.draining()) return refuse(OpenResult.GOING_AWAY, 'draining', 'this relay is draining: reconnect to another relay');
+
+  let target: Target;
+  try {
+    target = parseTarget(rawTarget);
+  } catch (err) {
+    if (!isPosternError(err)) throw err;
+    return refuse(OpenResult.TARGET_INVALID, 'target-invalid', err.message);
+  }
+  base.target = target.canonical;
+
+  const decision = authorize(ctx.policy(), { principal, connector, target }, { explain: false });
+  if (!decision.allow) {
+    // Whether another org owns that id is none of the agent's business: both read "unknown".
+    if (decision.reason === 'unknown-connector' || decision.reason === 'org-isolation') {
+      return refuse(OpenResult.UNKNOWN_CONNECTOR, decision.reason, `no connector "${connector}" in org ${principal.org}`);
+    }
+    const why = decision.ruleId ? `denied by rule "${decision.ruleId}"` : `denied (${decision.reason})`;
+    return refuse(OpenResult.POLICY_DENIED, decision.reason, `${why}: ${principal.uri} → connector "${connector}" target ${target.canonical}`, decision.ruleId);
+  }
+
+  const tunnel = ctx.registry.pick(principal.org ?? '', connector);
+  if (!tunnel) return refuse(OpenResult.CONNECTOR_OFFLINE, 'connector-offline', `connector "${connector}" has no live tunnel to this relay`, decision.ruleId);
+
+  let connectorStream: MuxStream;
+  try {
+    connectorStream = await tunnel.session.open(
+      { target: target.canonical, principal: principal.uri, 'correlation-id': correlationId },
+      { signal: incoming.signal, timeoutMs: ctx.connectorOpenTimeoutMs },
+    );
+  } catch (err) {
+    if (incoming.signal.aborted) {
+      ctx.audit.emit({ event: 'stream.open', ...base, decision: 'deny', reason: 'cancelled', detail: 'the agent gave up before the connector answered', ruleId: decision.ruleId });
+      return;
+    }
+    if (err instanceof OpenError) {
+      const info = describeOpenResult(err.result);
+      return refuse(err.result, info.name.toLowerCase().replaceAll('_', '-'), `connector "${connector}": ${err.message}`, decision.ruleId);
+    }
+    return refuse(OpenResult.CONNECTOR_OFFLINE, 'connector-offline', `connector "${connector}" tunnel failed: ${(err as Error).message}`, decision.ruleId);
+  }
+
+  let agentStream: MuxStream;
+  try {
+    agentStream = incoming.accept({ 'correlation-id': correlationId, relay: ctx.relayIdentity.uri });
+  } catch {
+    // The agent cancelled or its session ended while the connector answered.
+    connectorStream.destroy(Object.assign(new Error('the agent went away'), { resetCode: ResetCode.PEER_GONE }));
+    return;
+  }
+  ctx.audit.emit({ event: 'stream.open', ...base, decision: 'allow', reason: 'rule', ruleId: decision.ruleId });
+
+  const live: LiveStream = { correlationId, principal, connector, target, ruleId: decision.ruleId, agentStream, connectorStream, startedAt: Date.now() };
+  ctx.live.add(live);
+  const result = await splice(agentStream, connectorStream, { peerFailure: (side, cause) => legFailure(side, cause) });
+  ctx.live.delete(live);
+  ctx.audit.emit({
+    event: 'stream.close',
+    ...base,
+    bytesUp: result.aToB,
+    bytesDown: result.bToA,
+    durationMs: Date.now() - live.startedAt,
+    reason: result.error ? closeReason(result.failedSide, result.error) : 'closed',
+  });
+}
+
+/**
+ * The error the surviving leg is reset with: a RESET the other leg's peer sent is passed on with
+ * its code and text (the agent learns "inner TLS refused: certificate revoked" from the
+ * connector), anything else becomes PEER_GONE.
+ */
+function legFailure(side: 'a' | 'b', cause: Error): Error {
+  const from = side === 'a' ? 'agent' : 'connector';
+  if (cause instanceof StreamError && cause.remote) {
+    return Object.assign(new Error(cause.message), { resetCode: cause.resetCode });
+  }
+  return Object.assign(new Error(`the ${from} leg went away: ${cause.message}`), { resetCode: ResetCode.PEER_GONE });
+}
+
+function closeReason(side: 'a' | 'b' | undefined, err: Error): string {
+  const leg = side === 'a' ? 'agent' : 'connector';
+  const code = isPosternError(err) ? err.code : ((err as NodeJS.ErrnoException).code ?? 'error');
+  return `${leg}: ${code}`;
+}
