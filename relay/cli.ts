@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import { resolve } from 'node:path';
 import { action } from '../src/cli/action.js';
 import { stopOnSignals } from '../src/cli/lifecycle.js';
 import { loadConfigFile } from '../src/config/load-file.js';
@@ -13,6 +14,7 @@ interface RelayFlags {
   listen?: string;
   logLevel?: string;
   logFormat?: 'json' | 'pretty';
+  tapDir?: string;
 }
 
 /** `postern relay --config relay.yaml` */
@@ -24,6 +26,7 @@ export function registerRelay(program: Command): void {
     .option('--listen <host:port>', 'override "listen" of the config')
     .option('--log-level <level>', 'fatal|error|warn|info|debug|trace (overrides the config)')
     .option('--log-format <format>', 'json|pretty (default: pretty on a terminal)')
+    .option('--tap-dir <dir>', 'auditor\'s tap: write the first 64 KiB of each spliced stream, both ways, to files in <dir>')
     .action(action(async (flags: RelayFlags) => {
       const { config, baseDir } = await loadConfigFile(flags.config, relayConfigSchema);
       const listen = flags.listen === undefined ? config.listen : parseListenAddress(flags.listen);
@@ -33,7 +36,8 @@ export function registerRelay(program: Command): void {
         level: flags.logLevel ?? config.log.level,
         format: flags.logFormat ?? (process.stderr.isTTY ? 'pretty' : config.log.format),
       });
-      const relay = await createRelay({ ...config, listen }, { logger, baseDir });
+      const tap = flags.tapDir === undefined ? config.tap : { dir: resolve(flags.tapDir), maxBytes: config.tap?.maxBytes ?? 65_536 };
+      const relay = await createRelay({ ...config, listen, tap }, { logger, baseDir });
       await relay.start();
       stopOnSignals(() => relay.stop(), logger);
     }));

@@ -138,6 +138,7 @@ export async function createRelay(config: RelayConfig, deps: RelayDeps): Promise
         connectorOpenTimeoutMs: config.limits.connectorOpenTimeoutMs,
         draining: () => draining,
         live,
+        tap: config.tap ? { dir: file(config.tap.dir), maxBytes: config.tap.maxBytes } : undefined,
       }).catch((err: unknown) => log.error({ err, event: 'relay.open-failed' }, 'open handling failed'));
     });
     session.once('close', (err) => {

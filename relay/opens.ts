@@ -8,6 +8,7 @@ import { describeOpenResult, OpenResult, ResetCode } from '../src/protocol/reaso
 import { authorize, parseTarget, type CompiledPolicy, type Target } from '../src/policy/index.js';
 import { splice } from '../src/net/splice.js';
 import type { ConnectorRegistry } from './registry.js';
+import { tapStream } from './tap.js';
 
 export interface OpenContext {
   readonly policy: () => CompiledPolicy;
@@ -19,6 +20,8 @@ export interface OpenContext {
   readonly draining: () => boolean;
   /** Live spliced streams, for status, drain and resets after a policy or CRL change. */
   readonly live: Set<LiveStream>;
+  /** Auditor's tap (relay/tap.ts), when enabled. */
+  readonly tap?: { dir: string; maxBytes: number } | undefined;
 }
 
 export interface LiveStream {
@@ -104,6 +107,7 @@ export async function handleAgentOpen(incoming: IncomingOpen, principal: Identit
 
   const live: LiveStream = { correlationId, principal, connector, target, ruleId: decision.ruleId, agentStream, connectorStream, startedAt: Date.now() };
   ctx.live.add(live);
+  if (ctx.tap) tapStream(ctx.tap.dir, ctx.tap.maxBytes, correlationId, agentStream, connectorStream);
   const result = await splice(agentStream, connectorStream, { peerFailure: (side, cause) => legFailure(side, cause) });
   ctx.live.delete(live);
   ctx.audit.emit({

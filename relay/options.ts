@@ -22,6 +22,11 @@ export const relayConfigSchema = z.strictObject({
     })
     .prefault({}),
   log: logSchema,
+  /**
+   * Auditor's tap: write the first bytes of every spliced stream, both ways, to files in `dir`
+   * (relay/tap.ts) to show that the relay forwards only ciphertext. Off unless set.
+   */
+  tap: z.strictObject({ dir: z.string().min(1), maxBytes: z.number().int().positive().max(16 * 1024 * 1024).default(65_536) }).optional(),
 });
 
 export type RelayConfig = z.output<typeof relayConfigSchema>;
