@@ -1,21 +1,277 @@
 import { Duplex } from 'node:stream';
-import type { Metadata } from '../protocol/frames.js';
+import type { ErrorCode } from '../errors.js';
+import { PosternError } from '../errors.js';
+import { MAX_WINDOW, type Metadata } from '../protocol/frames.js';
+import { ResetCode, describeResetCode } from '../protocol/reasons.js';
+import { StreamError } from './errors.js';
 
 /**
- * API published ahead of the implementation (which replaces this declaration in the next
- * commit) so that the WebSocket adapter and the apps can code against it.
+ * What a stream may do to the session under it, and nothing more (CONVENTIONS habit 2): the
+ * session hands these functions to each stream, tests hand a recorder.
  */
-export declare class MuxStream extends Duplex {
+export interface StreamCapabilities {
+  /** Payload already covered by the peer's credit; the session frames it in turn with other streams. */
+  sendData(chunk: Buffer): void;
+  /** FIN after the data handed so far; `sent` runs once it is on the transport. */
+  sendFin(sent: () => void): void;
+  /** RESET, dropping this stream's data not yet framed; the session forgets the stream. */
+  sendReset(code: number, message: string): void;
+  /** WINDOW_UPDATE: the application consumed `increment` bytes, the peer may send that much more. */
+  grantCredit(increment: number): void;
+}
+
+export interface MuxStreamInit {
+  id: number;
+  /** The opener's metadata (from OPEN). */
+  metadata: Metadata;
+  /** The acceptor's metadata (from OPEN_RESULT OK). */
+  resultMetadata: Metadata;
+  /** Credit the peer granted with its OPEN or OPEN_RESULT: bytes this side may send. */
+  sendWindow: number;
+  /** Window this side announced: bytes the peer may send before a WINDOW_UPDATE. */
+  receiveWindow: number;
+  /** write() buffers at most this many bytes beyond credit before returning false. */
+  writableHighWaterMark?: number;
+}
+
+type WriteCallback = (error?: Error | null) => void;
+
+/**
+ * One multiplexed stream: a real Node Duplex with per-direction flow control.
+ *
+ * Sending: a write covered by credit is handed to the session at once and completes; what
+ * credit does not cover is held (and later writes buffer behind it) until WINDOW_UPDATE
+ * arrives, so write() returns false exactly when this stream is out of credit and 'drain'
+ * fires when credit returns. `end()` sends FIN; the other direction keeps flowing.
+ *
+ * Receiving: the peer may send at most `receiveWindow` bytes beyond what the application has
+ * consumed, so a stalled reader holds at most one window. Credit is granted from read(), i.e.
+ * as the application consumes, in batches of a quarter window.
+ *
+ * `destroy(err)` sends RESET with `err.resetCode` (CANCEL by default); a RESET from the peer
+ * destroys the stream with a StreamError carrying the peer's `resetCode`.
+ */
+export class MuxStream extends Duplex {
   readonly id: number;
-  /** The opener's metadata (OPEN). */
   readonly metadata: Metadata;
-  /** The acceptor's metadata (OPEN_RESULT OK). */
   readonly resultMetadata: Metadata;
-  /** Payload bytes delivered to / accepted from the application. */
-  readonly bytesRead: number;
-  readonly bytesWritten: number;
   /** RESET code that ended the stream, sent or received. */
-  readonly resetCode: number | undefined;
-  /** Sends RESET with `code` (ResetCode) and destroys the stream without an error. */
-  reset(code: number, message?: string): void;
+  resetCode: number | undefined;
+
+  private readonly caps: StreamCapabilities;
+  private sendCredit: number;
+  /** Part of a write that credit did not cover, with the write's callback. */
+  private held: { chunk: Buffer; callback: WriteCallback } | undefined;
+  private readonly window: number;
+  /** Bytes the peer may still send before it needs more credit. */
+  private recvCredit: number;
+  private readonly grantThreshold: number;
+  private received = 0;
+  private written = 0;
+  private finSent = false;
+  private finReceived = false;
+  /** A RESET was sent or received, or the session is gone: nothing more goes on the wire. */
+  private wireClosed = false;
+  private pendingReset: { code: number; message: string } | undefined;
+
+  /** Built by the session (or a test, with a recorder); applications get streams from Session. */
+  constructor(init: MuxStreamInit, caps: StreamCapabilities) {
+    super({
+      allowHalfOpen: true,
+      decodeStrings: true,
+      readableHighWaterMark: Math.max(1, init.receiveWindow),
+      writableHighWaterMark: init.writableHighWaterMark ?? 64 * 1024,
+    });
+    this.id = init.id;
+    this.metadata = init.metadata;
+    this.resultMetadata = init.resultMetadata;
+    this.caps = caps;
+    this.sendCredit = init.sendWindow;
+    this.window = init.receiveWindow;
+    this.recvCredit = init.receiveWindow;
+    this.grantThreshold = Math.max(1, Math.floor(init.receiveWindow / 4));
+  }
+
+  /** Payload bytes received from the peer. */
+  get bytesRead(): number {
+    return this.received;
+  }
+
+  /** Payload bytes the application wrote that went out on credit. */
+  get bytesWritten(): number {
+    return this.written;
+  }
+
+  /** Bytes this side may still send without a WINDOW_UPDATE. */
+  get credit(): number {
+    return this.sendCredit;
+  }
+
+  /** The receive window: the most the peer may have in flight or buffered here. */
+  get receiveWindow(): number {
+    return this.window;
+  }
+
+  /** Sends RESET with `code` (a ResetCode) and destroys the stream without an error. */
+  reset(code: number, message = ''): void {
+    if (!Number.isInteger(code) || code < 0 || code > 0xffff) {
+      throw new PosternError('POSTERN_ERR_MUX_MISUSE', `reset(${code}): the code must be an integer in 0..65535`);
+    }
+    this.pendingReset = { code, message };
+    this.destroy();
+  }
+
+  // --- driven by the session ------------------------------------------------------------
+
+  /** A DATA frame for this stream. False when it broke the protocol (the stream is then reset). */
+  receiveData(payload: Buffer): boolean {
+    if (this.wireClosed) return true;
+    if (this.finReceived) {
+      return this.violate('POSTERN_ERR_PROTO_STREAM_CLOSED', ResetCode.STREAM_CLOSED, `DATA on stream ${this.id} after the peer's FIN`);
+    }
+    if (payload.length > this.recvCredit) {
+      return this.violate(
+        'POSTERN_ERR_PROTO_FLOW_CONTROL',
+        ResetCode.FLOW_CONTROL_ERROR,
+        `DATA of ${payload.length} bytes on stream ${this.id} exceeds the ${this.recvCredit} bytes of credit granted`,
+      );
+    }
+    this.recvCredit -= payload.length;
+    this.received += payload.length;
+    if (payload.length > 0) this.push(payload);
+    return true;
+  }
+
+  /** A WINDOW_UPDATE for this stream. False when it broke the protocol. */
+  receiveWindowUpdate(increment: number): boolean {
+    if (this.wireClosed) return true;
+    if (this.sendCredit + increment > MAX_WINDOW) {
+      return this.violate(
+        'POSTERN_ERR_PROTO_FLOW_CONTROL',
+        ResetCode.FLOW_CONTROL_ERROR,
+        `WINDOW_UPDATE of ${increment} on stream ${this.id} takes the credit past ${MAX_WINDOW} (credit was ${this.sendCredit})`,
+      );
+    }
+    this.sendCredit += increment;
+    const held = this.held;
+    if (held !== undefined) {
+      const rest = this.sendCovered(held.chunk);
+      if (rest === undefined) {
+        this.held = undefined;
+        held.callback();
+      } else {
+        held.chunk = rest;
+      }
+    }
+    return true;
+  }
+
+  /** FIN: the peer will send no more. False when it broke the protocol. */
+  receiveFin(): boolean {
+    if (this.wireClosed) return true;
+    if (this.finReceived) {
+      return this.violate('POSTERN_ERR_PROTO_STREAM_CLOSED', ResetCode.STREAM_CLOSED, `second FIN on stream ${this.id}`);
+    }
+    this.finReceived = true;
+    this.push(null);
+    return true;
+  }
+
+  /** RESET from the peer. */
+  receiveReset(code: number, message: string): void {
+    if (this.wireClosed) return;
+    this.wireClosed = true;
+    this.resetCode = code;
+    const info = describeResetCode(code);
+    this.destroy(new StreamError(info.code, code, true, `stream ${this.id} reset by the peer (${info.name})${message ? `: ${message}` : ''}`));
+  }
+
+  /** The session ended under the stream: nothing can be sent any more. */
+  abort(err: Error): void {
+    this.wireClosed = true;
+    this.destroy(err);
+  }
+
+  // --- Duplex internals -----------------------------------------------------------------
+
+  // Data is pushed as frames arrive; credit is granted in read(), after consumption.
+  override _read(): void {}
+
+  override read(size?: number): unknown {
+    const chunk: unknown = super.read(size);
+    this.grant(chunk === null);
+    return chunk;
+  }
+
+  override write(chunk: unknown, encoding?: BufferEncoding | WriteCallback, callback?: WriteCallback): boolean {
+    const accepted = super.write(chunk, encoding as BufferEncoding, callback);
+    // Node computes write()'s answer from the bytes buffered before _write runs and cannot know
+    // about credit. What limits this stream is credit: true when everything written so far
+    // went out on credit, false (and 'drain' later) when something waits for WINDOW_UPDATE.
+    return accepted || (this.writable && this.held === undefined && this.writableLength === 0);
+  }
+
+  override _write(chunk: Buffer, _encoding: BufferEncoding, callback: WriteCallback): void {
+    const rest = this.sendCovered(chunk);
+    if (rest === undefined) callback();
+    else this.held = { chunk: rest, callback };
+  }
+
+  override _final(callback: (error?: Error | null) => void): void {
+    this.caps.sendFin(() => {
+      this.finSent = true;
+      callback();
+    });
+  }
+
+  override _destroy(err: Error | null, callback: (error?: Error | null) => void): void {
+    const held = this.held;
+    this.held = undefined;
+    if (!this.wireClosed && !(this.finSent && this.finReceived)) {
+      this.wireClosed = true;
+      const reset = this.pendingReset ?? { code: resetCodeOf(err) ?? ResetCode.CANCEL, message: err?.message ?? '' };
+      this.resetCode = reset.code;
+      this.caps.sendReset(reset.code, reset.message);
+    }
+    this.wireClosed = true;
+    held?.callback(err ?? new StreamError('POSTERN_ERR_STREAM_CANCELLED', this.resetCode ?? ResetCode.CANCEL, false, `stream ${this.id} destroyed with a write pending`));
+    callback(err);
+  }
+
+  // --- helpers --------------------------------------------------------------------------
+
+  /** Hands over as much of `chunk` as credit covers; returns the rest, or undefined when all went. */
+  private sendCovered(chunk: Buffer): Buffer | undefined {
+    if (chunk.length === 0) return undefined;
+    const n = Math.min(chunk.length, this.sendCredit);
+    if (n === 0) return chunk;
+    this.sendCredit -= n;
+    this.written += n;
+    this.caps.sendData(n === chunk.length ? chunk : chunk.subarray(0, n));
+    return n === chunk.length ? undefined : chunk.subarray(n);
+  }
+
+  /**
+   * Grants the credit the application freed by consuming. Batched to a quarter window, except
+   * when the reader found nothing to read while the peer has no credit left (it would wait
+   * forever otherwise).
+   */
+  private grant(starved: boolean): void {
+    if (this.wireClosed || this.finReceived) return;
+    const consumed = this.window - this.recvCredit - this.readableLength;
+    if (consumed >= this.grantThreshold || (starved && consumed > 0 && this.recvCredit === 0)) {
+      this.recvCredit += consumed;
+      this.caps.grantCredit(consumed);
+    }
+  }
+
+  private violate(code: ErrorCode, resetCode: number, message: string): false {
+    this.destroy(new StreamError(code, resetCode, false, message));
+    return false;
+  }
+}
+
+function resetCodeOf(err: Error | null): number | undefined {
+  const code = (err as { resetCode?: unknown } | null)?.resetCode;
+  return typeof code === 'number' && Number.isInteger(code) && code >= 0 && code <= 0xffff ? code : undefined;
 }

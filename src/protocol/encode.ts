@@ -48,7 +48,7 @@ export function encodeFrame(frame: Frame, limits: MetadataLimits = DEFAULT_DECOD
       return out;
     }
     case 'data':
-      return encodeDataFrame(frame.streamId, [frame.payload], frame.payload.length);
+      return encodeDataFrame(frame.streamId, frame.payload);
     case 'window-update': {
       checkStreamId(frame.streamId, 'WINDOW_UPDATE');
       checkRange('WINDOW_UPDATE increment', frame.increment, 1, MAX_WINDOW);
@@ -92,23 +92,20 @@ export function encodeFrame(frame: Frame, limits: MetadataLimits = DEFAULT_DECOD
   }
 }
 
-/**
- * One DATA frame whose payload is the first `length` bytes of `chunks` (which may hold more):
- * header and payload in one allocation, each payload byte copied once.
- */
-export function encodeDataFrame(streamId: number, chunks: readonly Buffer[], length: number): Buffer {
-  checkStreamId(streamId, 'DATA');
-  const out = header(FrameType.DATA, streamId, length);
-  let at = HEADER_SIZE;
-  for (const chunk of chunks) {
-    const need = HEADER_SIZE + length - at;
-    if (need <= 0) break;
-    at += chunk.copy(out, at, 0, Math.min(need, chunk.length));
-  }
-  if (at !== HEADER_SIZE + length) {
-    throw new ProtocolError('POSTERN_ERR_PROTO_MALFORMED_FRAME', `cannot encode DATA: ${length} bytes announced, ${at - HEADER_SIZE} given`);
-  }
+/** One DATA frame carrying `payload` (header and payload in one allocation). */
+export function encodeDataFrame(streamId: number, payload: Buffer): Buffer {
+  const out = allocDataFrame(streamId, payload.length);
+  payload.copy(out, HEADER_SIZE);
   return out;
+}
+
+/**
+ * A DATA frame with its header written and room for `length` payload bytes at HEADER_SIZE,
+ * for a sender that gathers the payload from several chunks straight into the frame.
+ */
+export function allocDataFrame(streamId: number, length: number): Buffer {
+  checkStreamId(streamId, 'DATA');
+  return header(FrameType.DATA, streamId, length);
 }
 
 /** Length-prefixed form for byte streams (FrameStreamDecoder): u32 BE length, then the frame. */
