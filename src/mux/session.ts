@@ -266,6 +266,9 @@ export class Session extends EventEmitter {
   private finished = false;
   private closing = false;
   private transportClosing = false;
+  /** close() or destroy() was called on the transport: nothing more may be sent. */
+  private transportDone = false;
+  private closeCheckScheduled = false;
   private pingTimer: TimerHandle | undefined;
   private deadTimer: TimerHandle | undefined;
   private closeTimer: TimerHandle | undefined;
@@ -416,10 +419,14 @@ export class Session extends EventEmitter {
     return this.closedPromise;
   }
 
-  /** Immediate teardown: streams end with `err` (or SESSION_CLOSED), the transport is destroyed. */
+  /**
+   * Immediate teardown; the transport is destroyed. Streams are destroyed with `err`, or
+   * without an error when none is given (like http2); pending opens reject with SESSION_CLOSED.
+   */
   destroy(err?: Error): void {
     if (this.finished) return;
-    this.finalize(err);
+    this.finalize(err, err === undefined);
+    this.transportDone = true;
     this.transport.destroy(err);
   }
 
@@ -702,6 +709,7 @@ export class Session extends EventEmitter {
     this.log.warn({ code: err.code, reason: describeGoAwayReason(reason).name }, err.message);
     this.transmit(encodeFrame({ type: 'goaway', streamId: 0, lastStreamId: this.lastRemoteId, reason, message: wireMessage }));
     this.finalize(err);
+    this.transportDone = true;
     if (reason === GoAwayReason.PING_TIMEOUT) {
       // Nothing arrives from the peer: a close handshake would only wait for it.
       this.transport.destroy(err);
@@ -717,7 +725,7 @@ export class Session extends EventEmitter {
   }
 
   /** Everything ends: timers cleared, streams and pending opens failed, 'close' emitted. */
-  private finalize(err: Error | undefined): void {
+  private finalize(err: Error | undefined, quietStreams = false): void {
     if (this.finished) return;
     this.finished = true;
     this.clearTimers();
@@ -731,7 +739,7 @@ export class Session extends EventEmitter {
       this.remove(entry);
       if (opening) opening.reject(streamErr);
       else if (pending) pending.controller.abort(streamErr);
-      else stream?.abort(streamErr);
+      else stream?.abort(quietStreams ? undefined : streamErr);
     }
     this.ring.clear();
     this.control.clear();
@@ -748,13 +756,24 @@ export class Session extends EventEmitter {
     this.pingTimer = this.deadTimer = this.closeTimer = undefined;
   }
 
+  /** Checked after the current synchronous work, so a RESET or refusal sent with the last removal goes out first. */
   private maybeFinishClose(): void {
+    if (!this.closing || this.closeCheckScheduled) return;
+    this.closeCheckScheduled = true;
+    queueMicrotask(() => {
+      this.closeCheckScheduled = false;
+      this.finishClose();
+    });
+  }
+
+  private finishClose(): void {
     if (!this.closing || this.finished || this.transportClosing || this.streams.size > 0) return;
     this.transportClosing = true;
     if (this.closeTimer !== undefined) this.clock.clearTimeout(this.closeTimer);
     this.closeTimer = undefined;
     // The last RESETs, WINDOW_UPDATEs and the GOAWAY itself go out before the transport closes.
     while (this.control.length > 0) this.transmitControl(this.control.shift()!);
+    this.transportDone = true;
     this.transport.close(WS_CLOSE_NORMAL, 'postern: session closed');
   }
 
@@ -908,7 +927,7 @@ export class Session extends EventEmitter {
   // --- sending --------------------------------------------------------------------------
 
   private enqueueControl(item: Buffer | Entry): void {
-    if (this.finished) return;
+    if (this.finished || this.transportDone) return;
     if (this.control.length === 0 && this.transport.bufferedAmount < this.o.transportHighWaterMark) {
       this.transmitControl(item);
       return;
@@ -984,6 +1003,7 @@ export class Session extends EventEmitter {
   }
 
   private transmit(frame: Buffer): void {
+    if (this.transportDone) return;
     this.stats.framesOut++;
     this.transport.send(frame);
   }

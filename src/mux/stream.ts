@@ -73,6 +73,7 @@ export class MuxStream extends Duplex {
   /** A RESET was sent or received, or the session is gone: nothing more goes on the wire. */
   private wireClosed = false;
   private pendingReset: { code: number; message: string } | undefined;
+  private owesDrain = false;
 
   /** Built by the session (or a test, with a recorder); applications get streams from Session. */
   constructor(init: MuxStreamInit, caps: StreamCapabilities) {
@@ -159,6 +160,7 @@ export class MuxStream extends Duplex {
       if (rest === undefined) {
         this.held = undefined;
         held.callback();
+        if (this.owesDrain) process.nextTick(() => this.payDrain());
       } else {
         held.chunk = rest;
       }
@@ -187,7 +189,7 @@ export class MuxStream extends Duplex {
   }
 
   /** The session ended under the stream: nothing can be sent any more. */
-  abort(err: Error): void {
+  abort(err: Error | undefined): void {
     this.wireClosed = true;
     this.destroy(err);
   }
@@ -207,8 +209,12 @@ export class MuxStream extends Duplex {
     const accepted = super.write(chunk, encoding as BufferEncoding, callback);
     // Node computes write()'s answer from the bytes buffered before _write runs and cannot know
     // about credit. What limits this stream is credit: true when everything written so far
-    // went out on credit, false (and 'drain' later) when something waits for WINDOW_UPDATE.
-    return accepted || (this.writable && this.held === undefined && this.writableLength === 0);
+    // went out on credit, false when something waits for WINDOW_UPDATE ('drain' follows).
+    if (!accepted) return this.writable && this.held === undefined && this.writableLength === 0;
+    if (this.held === undefined) return true;
+    // Node did not reach its high-water mark, so it will not emit 'drain': this stream owes it.
+    this.owesDrain = true;
+    return false;
   }
 
   override _write(chunk: Buffer, _encoding: BufferEncoding, callback: WriteCallback): void {
@@ -239,6 +245,13 @@ export class MuxStream extends Duplex {
   }
 
   // --- helpers --------------------------------------------------------------------------
+
+  /** The 'drain' promised by a false write() that Node itself will not emit. */
+  private payDrain(): void {
+    if (!this.owesDrain || this.destroyed || this.held !== undefined || this.writableLength > 0) return;
+    this.owesDrain = false;
+    if (!this.writableNeedDrain) this.emit('drain');
+  }
 
   /** Hands over as much of `chunk` as credit covers; returns the rest, or undefined when all went. */
   private sendCovered(chunk: Buffer): Buffer | undefined {
