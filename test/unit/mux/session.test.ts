@@ -1,7 +1,8 @@
+import { pipeline } from 'node:stream/promises';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Session, type SessionOptions } from '../../../src/mux/session.js';
 import type { MuxStream } from '../../../src/mux/stream.js';
-import { GoAwayReason } from '../../../src/protocol/reasons.js';
+import { GoAwayReason, OpenResult } from '../../../src/protocol/reasons.js';
 import { FakeClock, memoryTransportPair, type MemoryLinkOptions, type MemoryPair } from '../../helpers/mux.js';
 import { RawPeer, readAll, runSessionAcceptance, until, writeSeeded } from '../../helpers/session-acceptance.js';
 
@@ -132,6 +133,60 @@ describe('session over a slow in-memory link', () => {
     pair.client.resume();
     const got = await readAll(accepted[0]!);
     expect(got.digest).toBe(await done);
+  });
+
+  it('a relay-style splice (pipeline both ways) keeps the middle bounded when the far reader stalls, and delivers byte-exact', async () => {
+    const window = 128 * 1024;
+    const opts = { initialWindow: window };
+    // agent ⇄ relay (pair A), relay ⇄ connector (pair B); the relay pipes one stream into the other.
+    const a = connect({}, opts);
+    const b = connect({}, opts);
+    const relayLegs: Array<{ agentSide: MuxStream; connectorSide: MuxStream }> = [];
+    a.server.removeAllListeners('open');
+    a.server.on('open', async (incoming) => {
+      const connectorSide = await b.client.open({ target: incoming.metadata.target! });
+      const agentSide = incoming.accept();
+      relayLegs.push({ agentSide, connectorSide });
+      void pipeline(agentSide, connectorSide).catch(() => undefined);
+      void pipeline(connectorSide, agentSide).catch(() => undefined);
+    });
+    const agent = await a.client.open({ target: 'postgres.internal:5432' });
+    await until(() => b.accepted.length === 1 && relayLegs.length === 1, 'spliced');
+    const target = b.accepted[0]!; // the connector's end: it does not read yet
+    const sending = writeSeeded(agent, 'splice', 8 * 1024 * 1024, 16 * 1024);
+    const { agentSide, connectorSide } = relayLegs[0]!;
+    const middle = () => agentSide.readableLength + connectorSide.writableLength;
+    await until(() => target.readableLength === window && agent.credit === 0, 'both windows full');
+    for (let i = 0; i < 20; i++) await new Promise((resolve) => setImmediate(resolve));
+    expect(target.readableLength).toBe(window);
+    expect(middle()).toBeLessThanOrEqual(window + 64 * 1024);
+    // The connector answers while its own reading is still stalled: the other direction flows.
+    const answer = readAll(agent);
+    await writeSeeded(target, 'answer', 1024 * 1024);
+    const got = await readAll(target);
+    expect(got.digest).toBe(await sending);
+    expect((await answer).bytes).toBe(1024 * 1024);
+  });
+
+  it('options are validated once, naming the field', () => {
+    const pair = memoryTransportPair();
+    cleanups.push(() => pair.close());
+    expect(() => new Session(pair.client, { role: 'client', initialWindow: 1 << 20, maxWindow: 1 << 19 })).toThrow(/initialWindow.*must not exceed maxWindow/);
+    expect(() => new Session(pair.client, { role: 'client', maxStream: 3 } as unknown as SessionOptions)).toThrow(
+      expect.objectContaining({ code: 'POSTERN_ERR_CONFIG_UNKNOWN_KEY', message: expect.stringContaining('"maxStream"') }),
+    );
+    expect(() => new Session(pair.client, { role: 'client', pingIntervalMs: 20_000 })).toThrow(/pingIntervalMs.*below deadPeerTimeoutMs/);
+    expect(() => new Session(pair.client, { role: 'client', maxFrameSize: 100 })).toThrow(/field "maxFrameSize"/);
+  });
+
+  it("an 'open' listener that throws refuses the stream with INTERNAL instead of breaking the session", async () => {
+    const { client, server } = connect({});
+    server.removeAllListeners('open');
+    server.on('open', () => {
+      throw new Error('handler bug');
+    });
+    await expect(client.open({})).rejects.toMatchObject({ code: 'POSTERN_ERR_OPEN_INTERNAL', result: OpenResult.INTERNAL });
+    expect(server.closed).toBe(false);
   });
 
   it('throughput of one stream in memory (figure for the report)', async () => {
