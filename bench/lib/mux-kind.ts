@@ -1,0 +1,58 @@
+/** The session layer as the bench drives it: defaults, except the limits a bench must lift. */
+import { Session, type IncomingOpen, type MuxStream, type SessionOptions } from '../../src/mux/index.js';
+import type { WsFrameTransport } from '../../src/mux/ws-transport.js';
+import { DEFAULT_DECODE_LIMITS, maxMessageSize } from '../../src/protocol/index.js';
+
+/** The WebSocket frame cap that fits the session's default limits. */
+const MAX_PAYLOAD = maxMessageSize(DEFAULT_DECODE_LIMITS);
+
+/**
+ * Session defaults except: streams per direction (10,000 idle streams is a measurement here)
+ * and opens per second (the token bucket would otherwise pace the idle-stream test at the
+ * default 500/s and measure the limiter, not the mux).
+ */
+function options(role: 'client' | 'server', transport: WsFrameTransport, maxStreams: number): SessionOptions {
+  return {
+    role,
+    maxStreams,
+    maxOpensPerSecond: Math.max(maxStreams, 1) * 10,
+    // The session pauses DATA at the transport's own mark, so its drain always follows.
+    transportHighWaterMark: transport.highWaterMark,
+  };
+}
+
+export interface MuxClient {
+  openStream(): Promise<MuxStream>;
+  openStreams(): number;
+}
+
+export const muxServer = {
+  maxPayload: MAX_PAYLOAD,
+  serve(
+    transport: WsFrameTransport,
+    maxStreams: number,
+    h: { stream(s: MuxStream): void; closed(): void; gone(): void },
+  ): void {
+    const session = new Session(transport, options('server', transport, maxStreams));
+    session.on('open', (open: IncomingOpen) => {
+      const stream = open.accept();
+      stream.once('close', h.closed);
+      h.stream(stream);
+    });
+    session.on('close', () => h.gone());
+  },
+};
+
+export const muxClient = {
+  maxPayload: MAX_PAYLOAD,
+  open(transport: WsFrameTransport, maxStreams: number, fail: (err: Error) => void): MuxClient {
+    const session = new Session(transport, options('client', transport, maxStreams));
+    session.on('close', (err?: Error) => {
+      if (err) fail(err);
+    });
+    return {
+      openStream: () => session.open({ bench: 'bulk' }),
+      openStreams: () => session.streamCount,
+    };
+  },
+};
