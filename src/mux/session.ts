@@ -56,6 +56,8 @@ export interface SessionOptions {
   maxMetadataEntries?: number;
   /** DATA stops while transport.bufferedAmount is at or above this (bytes). Default 1 MiB. */
   transportHighWaterMark?: number;
+  /** Bytes a stream may hand over before they are framed (its share while the transport is congested). Default 256 KiB. */
+  maxStreamSendBuffer?: number;
   /** Highest stream id this side may use (tests lower it to reach exhaustion). Default 2^32-1. */
   maxStreamId?: number;
   clock?: Clock;
@@ -78,6 +80,7 @@ export const SESSION_DEFAULTS: Readonly<NumericOptions> = Object.freeze({
   maxMetadataBytes: 4096,
   maxMetadataEntries: 32,
   transportHighWaterMark: 1024 * 1024,
+  maxStreamSendBuffer: 256 * 1024,
   maxStreamId: MAX_STREAM_ID,
 });
 
@@ -98,6 +101,7 @@ const OPTIONS_SCHEMA = z
     maxMetadataBytes: int(0, 60_000),
     maxMetadataEntries: int(0, 255),
     transportHighWaterMark: int(1, 1 << 30),
+    maxStreamSendBuffer: int(1, 1 << 30),
     maxStreamId: int(2, MAX_STREAM_ID),
   })
   .refine((o) => (o.initialWindow ?? SESSION_DEFAULTS.initialWindow) <= (o.maxWindow ?? SESSION_DEFAULTS.maxWindow), {
@@ -425,7 +429,7 @@ export class Session extends EventEmitter {
    */
   destroy(err?: Error): void {
     if (this.finished) return;
-    this.finalize(err, err === undefined);
+    this.finalize(err, err === undefined ? 'quiet' : undefined);
     this.transportDone = true;
     this.transport.destroy(err);
   }
@@ -721,19 +725,32 @@ export class Session extends EventEmitter {
 
   private onTransportClose(err: Error | undefined): void {
     if (this.finished) return;
-    this.finalize(this.peerGoAwayError ?? err);
+    if (this.peerGoAwayError) return this.finalize(this.peerGoAwayError);
+    // Streams report one code for a lost connection, whatever the transport said; the
+    // session's 'close' event carries the transport's own error.
+    const live = this.streams.size;
+    const streamErr = new SessionError('POSTERN_ERR_SESSION_CLOSED', `the tunnel connection closed with ${live} stream(s) still open${err ? `: ${err.message}` : ''}`, {
+      cause: err,
+    });
+    this.finalize(err, streamErr);
   }
 
-  /** Everything ends: timers cleared, streams and pending opens failed, 'close' emitted. */
-  private finalize(err: Error | undefined, quietStreams = false): void {
+  /**
+   * Everything ends: timers cleared, streams and pending opens failed, 'close' emitted.
+   * Streams end with `streamErr` (default: `err`, or SESSION_CLOSED), or quietly with 'quiet'.
+   */
+  private finalize(err: Error | undefined, streamErrOrQuiet?: Error | 'quiet'): void {
     if (this.finished) return;
     this.finished = true;
     this.clearTimers();
     const live = this.streams.size;
+    const quietStreams = streamErrOrQuiet === 'quiet';
     const streamErr =
-      err instanceof PosternError
-        ? err
-        : new SessionError('POSTERN_ERR_SESSION_CLOSED', `the session closed with ${live} stream(s) still open${err ? `: ${err.message}` : ''}`, { cause: err });
+      streamErrOrQuiet instanceof Error
+        ? streamErrOrQuiet
+        : err instanceof PosternError
+          ? err
+          : new SessionError('POSTERN_ERR_SESSION_CLOSED', `the session closed with ${live} stream(s) still open${err ? `: ${err.message}` : ''}`, { cause: err });
     for (const entry of [...this.streams.values()]) {
       const { opening, pending, stream } = entry;
       this.remove(entry);
@@ -873,7 +890,10 @@ export class Session extends EventEmitter {
       sendReset: (code, message) => this.resetEntry(entry, code, message),
       grantCredit: (increment) => this.queueGrant(entry, increment),
     };
-    const stream = new MuxStream({ id: entry.id, metadata, resultMetadata, sendWindow, receiveWindow: this.o.initialWindow, writableHighWaterMark: this.o.maxFrameSize }, caps);
+    const stream = new MuxStream(
+      { id: entry.id, metadata, resultMetadata, sendWindow, receiveWindow: this.o.initialWindow, writableHighWaterMark: this.o.maxFrameSize, maxUnsent: this.o.maxStreamSendBuffer },
+      caps,
+    );
     entry.stream = stream;
     return stream;
   }
@@ -967,7 +987,8 @@ export class Session extends EventEmitter {
       entry.inRing = false;
       if (entry.removed) continue;
       this.sendNext(entry);
-      if (!entry.removed && (entry.queuedBytes > 0 || entry.finCallback !== undefined)) {
+      // sendNext may have queued the entry again already (a held write released by the framing).
+      if (!entry.removed && !entry.inRing && (entry.queuedBytes > 0 || entry.finCallback !== undefined)) {
         entry.inRing = true;
         this.ring.push(entry);
       }
@@ -991,6 +1012,7 @@ export class Session extends EventEmitter {
       entry.queuedBytes -= n;
       this.stats.bytesOut += n;
       this.transmit(frame);
+      entry.stream?.receiveFramed(n);
       return;
     }
     const sent = entry.finCallback;

@@ -32,6 +32,11 @@ export interface MuxStreamInit {
   receiveWindow: number;
   /** write() buffers at most this many bytes beyond credit before returning false. */
   writableHighWaterMark?: number;
+  /**
+   * Bytes handed to the session and not yet framed onto the transport. Bounds this stream's
+   * share of the session's memory whatever credit the peer grants. Default 256 KiB.
+   */
+  maxUnsent?: number;
 }
 
 type WriteCallback = (error?: Error | null) => void;
@@ -42,7 +47,9 @@ type WriteCallback = (error?: Error | null) => void;
  * Sending: a write covered by credit is handed to the session at once and completes; what
  * credit does not cover is held (and later writes buffer behind it) until WINDOW_UPDATE
  * arrives, so write() returns false exactly when this stream is out of credit and 'drain'
- * fires when credit returns. `end()` sends FIN; the other direction keeps flowing.
+ * fires when credit returns. The same holds while `maxUnsent` bytes wait for the session to
+ * frame them (a congested transport), so a large grant from the peer never turns into a
+ * large buffer here. `end()` sends FIN; the other direction keeps flowing.
  *
  * Receiving: the peer may send at most `receiveWindow` bytes beyond what the application has
  * consumed, so a stalled reader holds at most one window. Credit is granted from read(), i.e.
@@ -60,6 +67,8 @@ export class MuxStream extends Duplex {
 
   private readonly caps: StreamCapabilities;
   private sendCredit: number;
+  private unsent = 0;
+  private readonly maxUnsent: number;
   /** Part of a write that credit did not cover, with the write's callback. */
   private held: { chunk: Buffer; callback: WriteCallback } | undefined;
   private readonly window: number;
@@ -88,6 +97,7 @@ export class MuxStream extends Duplex {
     this.resultMetadata = init.resultMetadata;
     this.caps = caps;
     this.sendCredit = init.sendWindow;
+    this.maxUnsent = init.maxUnsent ?? 256 * 1024;
     this.window = init.receiveWindow;
     this.recvCredit = init.receiveWindow;
     this.grantThreshold = Math.max(1, Math.floor(init.receiveWindow / 4));
@@ -154,18 +164,14 @@ export class MuxStream extends Duplex {
       );
     }
     this.sendCredit += increment;
-    const held = this.held;
-    if (held !== undefined) {
-      const rest = this.sendCovered(held.chunk);
-      if (rest === undefined) {
-        this.held = undefined;
-        held.callback();
-        if (this.owesDrain) process.nextTick(() => this.payDrain());
-      } else {
-        held.chunk = rest;
-      }
-    }
+    this.releaseHeld();
     return true;
+  }
+
+  /** The session framed `n` of the bytes handed to it: room for more. */
+  receiveFramed(n: number): void {
+    this.unsent -= n;
+    this.releaseHeld();
   }
 
   /** FIN: the peer will send no more. False when it broke the protocol. */
@@ -253,12 +259,30 @@ export class MuxStream extends Duplex {
     if (!this.writableNeedDrain) this.emit('drain');
   }
 
-  /** Hands over as much of `chunk` as credit covers; returns the rest, or undefined when all went. */
+  /** Sends what credit and room now cover of a held write; completes it when all went. */
+  private releaseHeld(): void {
+    const held = this.held;
+    if (held === undefined || this.wireClosed) return;
+    const rest = this.sendCovered(held.chunk);
+    if (rest !== undefined) {
+      held.chunk = rest;
+      return;
+    }
+    this.held = undefined;
+    held.callback();
+    if (this.owesDrain) process.nextTick(() => this.payDrain());
+  }
+
+  /**
+   * Hands over as much of `chunk` as credit and room cover; returns the rest, or undefined
+   * when all went.
+   */
   private sendCovered(chunk: Buffer): Buffer | undefined {
     if (chunk.length === 0) return undefined;
-    const n = Math.min(chunk.length, this.sendCredit);
-    if (n === 0) return chunk;
+    const n = Math.min(chunk.length, this.sendCredit, this.maxUnsent - this.unsent);
+    if (n <= 0) return chunk;
     this.sendCredit -= n;
+    this.unsent += n;
     this.written += n;
     this.caps.sendData(n === chunk.length ? chunk : chunk.subarray(0, n));
     return n === chunk.length ? undefined : chunk.subarray(n);

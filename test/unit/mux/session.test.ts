@@ -90,7 +90,7 @@ describe('session over a slow in-memory link', () => {
     await until(() => accepted.length === 2, 'accepted');
     const finishedAt = new Map<number, number>();
     for (const s of accepted) readAll(s).then(() => finishedAt.set(s.id, pair.turns));
-    // The greedy stream has 8 MiB of credit and queues it all before the small one writes.
+    // The greedy stream has 8 MiB of credit and starts writing before the small one.
     const greedyDone = writeSeeded(greedy, 'greedy', 8 * 1024 * 1024, 1024 * 1024);
     await new Promise((resolve) => setImmediate(resolve));
     await writeSeeded(small, 'small', 256 * 1024);
@@ -187,6 +187,31 @@ describe('session over a slow in-memory link', () => {
     });
     await expect(client.open({})).rejects.toMatchObject({ code: 'POSTERN_ERR_OPEN_INTERNAL', result: OpenResult.INTERNAL });
     expect(server.closed).toBe(false);
+  });
+
+  it('a huge grant from the peer does not become a huge buffer here while the transport is congested', async () => {
+    const pair = memoryTransportPair();
+    const session = new Session(pair.client, { role: 'client', clock: new FakeClock(), transportHighWaterMark: 64 * 1024, maxStreamSendBuffer: 128 * 1024 });
+    const raw = new RawPeer(pair.server);
+    cleanups.push(async () => {
+      session.destroy();
+      await pair.close();
+    });
+    const opening = session.open({});
+    const open = await raw.next('open');
+    raw.send({ type: 'open-result', streamId: open.streamId, result: 0, window: 0x7fff_ffff, maxData: 65536, message: '', metadata: {} });
+    const stream = await opening;
+    pair.client.stall();
+    let accepted = 0;
+    const block = Buffer.alloc(16 * 1024);
+    while (stream.write(block)) accepted += block.length;
+    accepted += block.length;
+    for (let i = 0; i < 20; i++) await new Promise((resolve) => setImmediate(resolve));
+    expect(stream.credit).toBeGreaterThan(0x7000_0000);
+    expect(accepted - session.stats.bytesOut).toBeLessThanOrEqual(128 * 1024 + 16 * 1024);
+    expect(pair.client.bufferedAmount).toBeLessThan(64 * 1024 + 65536 + 100);
+    pair.client.resume();
+    await until(() => session.stats.bytesOut === accepted, 'everything written goes out once the transport drains');
   });
 
   it('throughput of one stream in memory (figure for the report)', async () => {

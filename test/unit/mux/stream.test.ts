@@ -31,10 +31,10 @@ class Recorder implements StreamCapabilities {
   }
 }
 
-function make(o: { sendWindow?: number; receiveWindow?: number; writableHighWaterMark?: number } = {}) {
+function make(o: { sendWindow?: number; receiveWindow?: number; maxUnsent?: number } = {}) {
   const rec = new Recorder();
   const stream = new MuxStream(
-    { id: 7, metadata: { target: 't' }, resultMetadata: {}, sendWindow: o.sendWindow ?? 1000, receiveWindow: o.receiveWindow ?? 4096, writableHighWaterMark: o.writableHighWaterMark },
+    { id: 7, metadata: { target: 't' }, resultMetadata: {}, sendWindow: o.sendWindow ?? 1000, receiveWindow: o.receiveWindow ?? 4096, maxUnsent: o.maxUnsent ?? 1 << 30 },
     rec,
   );
   return { rec, stream };
@@ -79,6 +79,20 @@ describe('MuxStream sending (credit)', () => {
     stream.receiveWindowUpdate(100);
     expect(rec.data.map((b) => b.length)).toEqual([100, 100, 50]);
     expect(Buffer.concat(rec.data)).toEqual(Buffer.alloc(250, 2));
+  });
+
+  it('with credit to spare, write() still returns false once maxUnsent bytes wait to be framed', async () => {
+    const { rec, stream } = make({ sendWindow: 1 << 20, maxUnsent: 300 });
+    expect(stream.write(Buffer.alloc(200))).toBe(true);
+    expect(stream.write(Buffer.alloc(200))).toBe(false);
+    expect(rec.sent).toBe(300);
+    let drained = 0;
+    stream.on('drain', () => drained++);
+    stream.receiveFramed(200);
+    expect(rec.sent).toBe(400);
+    await tick();
+    expect(drained).toBe(1);
+    expect(stream.credit).toBe((1 << 20) - 400);
   });
 
   it('end() asks for FIN after the data; finish waits until FIN is sent', async () => {
