@@ -3,7 +3,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { Session, type SessionOptions } from '../../../src/mux/session.js';
 import type { MuxStream } from '../../../src/mux/stream.js';
 import { GoAwayReason, OpenResult } from '../../../src/protocol/reasons.js';
-import { FakeClock, memoryTransportPair, type MemoryLinkOptions, type MemoryPair } from '../../helpers/mux.js';
+import { FakeClock, memoryTransportPair, type MemoryLinkOptions } from '../../helpers/mux.js';
 import { RawPeer, readAll, runSessionAcceptance, until, writeSeeded } from '../../helpers/session-acceptance.js';
 
 describe('session acceptance over the in-memory transport', () => {
