@@ -273,6 +273,13 @@ export function acceptUpgrade(wss: WebSocketServer, req: IncomingMessage, socket
       reject(new TransportError('POSTERN_ERR_WS_SUBPROTOCOL', message, { details: { offered } }));
       return;
     }
+    if (socket.destroyed || !socket.readable || !socket.writable) {
+      // The client left while the caller was authenticating (an await in its upgrade handler):
+      // ws would drop the socket without calling back, and 'close' has already fired.
+      socket.destroy();
+      reject(new TransportError('POSTERN_ERR_WS_UPGRADE_INVALID', 'the client went away before the WebSocket upgrade could complete'));
+      return;
+    }
     let socketError: Error | undefined;
     const onError = (err: Error): void => {
       socketError = err;

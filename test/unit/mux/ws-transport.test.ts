@@ -396,6 +396,27 @@ describe('ws transport over real wss (mTLS, loopback)', () => {
     await refused;
   });
 
+  it('rejects (never hangs) when the client left while the upgrade handler was still authenticating', async () => {
+    let late!: Promise<WebSocket>;
+    const lateStarted = new Promise<void>((started) => {
+      void startServer({
+        onUpgrade: (req, socket, head) => {
+          // An authentication that awaits (a CRL lookup, say) while the client disconnects:
+          // by the time acceptUpgrade runs, the socket's 'close' has already fired.
+          socket.on('error', () => {});
+          socket.once('close', () => {
+            late = acceptUpgrade(createWebSocketServer({ maxPayload: 1024 }), req, socket, head);
+            started();
+          });
+          socket.destroy();
+          return false;
+        },
+      }).then((server) => rawUpgrade(server.url, { 'Sec-WebSocket-Protocol': SUBPROTOCOL }).catch(() => undefined));
+    });
+    await lateStarted;
+    await expectCode(late, 'POSTERN_ERR_WS_UPGRADE_INVALID');
+  });
+
   it('refuses a client without a certificate at the upgrade, before any WebSocket exists', async () => {
     const server = await startServer();
     const err = await expectCode(
