@@ -7,13 +7,14 @@ import { DEFAULT_DECODE_LIMITS, maxMessageSize } from '../../src/protocol/index.
 const MAX_PAYLOAD = maxMessageSize(DEFAULT_DECODE_LIMITS);
 
 /**
- * Session defaults except: streams per direction (10,000 idle streams is a measurement here)
+ * Session defaults except: the stream window when one is given ('mux-wide'), streams per direction (10,000 idle streams is a measurement here)
  * and opens per second (the token bucket would otherwise pace the idle-stream test at the
  * default 500/s and measure the limiter, not the mux).
  */
-function options(role: 'client' | 'server', transport: WsFrameTransport, maxStreams: number): SessionOptions {
+function options(role: 'client' | 'server', transport: WsFrameTransport, maxStreams: number, initialWindow: number | undefined): SessionOptions {
   return {
     role,
+    ...(initialWindow === undefined ? {} : { initialWindow }),
     maxStreams,
     maxOpensPerSecond: Math.max(maxStreams, 1) * 10,
     // The session pauses DATA at the transport's own mark, so its drain always follows.
@@ -31,9 +32,10 @@ export const muxServer = {
   serve(
     transport: WsFrameTransport,
     maxStreams: number,
+    initialWindow: number | undefined,
     h: { stream(s: MuxStream): void; closed(): void; gone(): void },
   ): void {
-    const session = new Session(transport, options('server', transport, maxStreams));
+    const session = new Session(transport, options('server', transport, maxStreams, initialWindow));
     session.on('open', (open: IncomingOpen) => {
       const stream = open.accept();
       stream.once('close', h.closed);
@@ -45,8 +47,8 @@ export const muxServer = {
 
 export const muxClient = {
   maxPayload: MAX_PAYLOAD,
-  open(transport: WsFrameTransport, maxStreams: number, fail: (err: Error) => void): MuxClient {
-    const session = new Session(transport, options('client', transport, maxStreams));
+  open(transport: WsFrameTransport, maxStreams: number, initialWindow: number | undefined, fail: (err: Error) => void): MuxClient {
+    const session = new Session(transport, options('client', transport, maxStreams, initialWindow));
     session.on('close', (err?: Error) => {
       if (err) fail(err);
     });

@@ -11,7 +11,7 @@ import type { Duplex } from 'node:stream';
 import { acceptUpgrade, connectWebSocket, createWebSocketServer, wsTransport } from '../../src/mux/ws-transport.js';
 import { MessagePeer, bulkDuplex, serveDuplex } from './bulk.js';
 import { muxClient, muxServer, type MuxClient } from './mux-kind.js';
-import { CHUNK, type FromPeer, type Kind, type Snapshot, type TlsFiles, type ToPeer } from './protocol.js';
+import { CHUNK, WIDE_WINDOW, type FromPeer, type Kind, type Snapshot, type TlsFiles, type ToPeer } from './protocol.js';
 
 /** Frame cap of the raw-ws comparison: one chunk plus room for a header. */
 const RAW_WS_MAX_PAYLOAD = CHUNK + 1024;
@@ -44,6 +44,8 @@ async function loadTls(files: TlsFiles): Promise<{ ca: string; cert: string; key
 let streams = 0;
 let client: { kind: 'tls'; socket: TLSSocket } | { kind: 'ws'; peer: MessagePeer } | { kind: 'mux'; mux: MuxClient } | undefined;
 
+const windowOf = (kind: Kind): number | undefined => (kind === 'mux-wide' ? WIDE_WINDOW : undefined);
+
 async function listen(kind: Kind, files: TlsFiles, maxStreams: number): Promise<number> {
   const tls = { ...(await loadTls(files)), requestCert: true, rejectUnauthorized: true, minVersion: 'TLSv1.3' as const };
   if (kind === 'tls') {
@@ -66,7 +68,7 @@ async function listen(kind: Kind, files: TlsFiles, maxStreams: number): Promise<
         new MessagePeer(transport, true, connectionGone);
         return;
       }
-      muxServer.serve(transport, maxStreams, {
+      muxServer.serve(transport, maxStreams, windowOf(kind), {
         stream: (s) => {
           streams++;
           serveDuplex(s, connectionGone);
@@ -95,7 +97,7 @@ async function connect(kind: Kind, files: TlsFiles, port: number, maxStreams: nu
   const { ws } = await connectWebSocket(`wss://127.0.0.1:${port}/`, { tls, maxPayload, handshakeTimeoutMs: HANDSHAKE_TIMEOUT_MS });
   const transport = wsTransport(ws);
   if (kind === 'ws') client = { kind, peer: new MessagePeer(transport, false, (err) => err && fail(err)) };
-  else client = { kind, mux: muxClient.open(transport, maxStreams, fail) };
+  else client = { kind: 'mux', mux: muxClient.open(transport, maxStreams, windowOf(kind), fail) };
 }
 
 function snapshot(gc: boolean): Snapshot {

@@ -3,8 +3,14 @@
  * say to each other over the IPC channel of `child_process.fork`.
  */
 
-/** The three ways bytes travel in the comparison. */
-export type Kind = 'mux' | 'ws' | 'tls';
+/**
+ * The ways bytes travel in the comparison: the session with its defaults, the session with
+ * a wider stream window (how much of the gap to raw ws is the window), raw ws, plain TLS.
+ */
+export type Kind = 'mux' | 'mux-wide' | 'ws' | 'tls';
+
+/** Stream window of the 'mux-wide' kind (the session default is 256 KiB). */
+export const WIDE_WINDOW = 4 * 1024 * 1024;
 
 export interface TlsFiles {
   ca: string;
