@@ -73,10 +73,11 @@ const MAX_CLOSE_REASON_BYTES = 123;
  * `setHandlers` runs, so no message can be emitted (and lost) before the session listens;
  * `connectWebSocket` and `acceptUpgrade` hand it over already paused for the same reason.
  *
- * Backpressure: every send carries a write callback; once a send leaves more than
+ * Backpressure: every send carries a write callback. Once a send leaves more than
  * `lowWaterMark` bytes queued, `drain` fires as soon as the queue falls back to
- * `lowWaterMark`. A session that pauses at any mark ≥ `lowWaterMark` is therefore always
- * woken up.
+ * `lowWaterMark` (the socket keeps busy while the session refills it); once a send leaves
+ * any byte queued, `drain` fires again when the queue is empty. A session that pauses at any
+ * mark whatsoever, even one below `lowWaterMark`, is therefore always woken up.
  */
 export function wsTransport(ws: WebSocket, o: WsTransportOptions = {}): WsFrameTransport {
   const highWaterMark = o.highWaterMark ?? WS_TRANSPORT_DEFAULTS.highWaterMark;
@@ -108,7 +109,10 @@ export function wsTransport(ws: WebSocket, o: WsTransportOptions = {}): WsFrameT
   let earlyClose: { err: Error | undefined } | undefined;
   let localClose = false;
   let destroyed: { err: Error | undefined } | undefined;
-  let waitingForDrain = false;
+  /** A send left more than lowWaterMark queued: drain is due when it falls back to it. */
+  let aboveLow = false;
+  /** A send left bytes queued: drain is due when the queue is empty. */
+  let queued = false;
 
   const finish = (err: Error | undefined): void => {
     if (finished) return;
@@ -124,10 +128,14 @@ export function wsTransport(ws: WebSocket, o: WsTransportOptions = {}): WsFrameT
   };
 
   const onWritten = (): void => {
-    if (waitingForDrain && !finished && ws.bufferedAmount <= lowWaterMark) {
-      waitingForDrain = false;
-      handlers?.drain();
-    }
+    if (finished) return;
+    const buffered = ws.bufferedAmount;
+    const dueLow = aboveLow && buffered <= lowWaterMark;
+    const dueEmpty = queued && buffered === 0;
+    if (!dueLow && !dueEmpty) return;
+    if (buffered <= lowWaterMark) aboveLow = false;
+    if (buffered === 0) queued = false;
+    handlers?.drain();
   };
 
   const onMessage = (data: RawData, isBinary: boolean): void => {
@@ -163,7 +171,11 @@ export function wsTransport(ws: WebSocket, o: WsTransportOptions = {}): WsFrameT
     },
     send(frame: Buffer): void {
       ws.send(frame, SEND_OPTIONS, onWritten);
-      if (ws.bufferedAmount > lowWaterMark) waitingForDrain = true;
+      const buffered = ws.bufferedAmount;
+      if (buffered > 0) {
+        queued = true;
+        if (buffered > lowWaterMark) aboveLow = true;
+      }
     },
     setHandlers(h: FrameTransportHandlers): void {
       if (handlers) throw new PosternError('POSTERN_ERR_INTERNAL', 'wsTransport.setHandlers was called twice');
