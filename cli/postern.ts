@@ -4,6 +4,8 @@ import { readFileSync } from 'node:fs';
 import { registerPki } from './pki.js';
 import { registerPolicy } from './policy.js';
 import { registerRelay } from '../relay/cli.js';
+import { registerConnectorCommand } from '../connector/cli.js';
+import { registerAgentCommand } from '../agent-lib/cli.js';
 
 const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
 
@@ -14,7 +16,7 @@ const program = new Command('postern')
   .enablePositionalOptions();
 
 // Subcommand modules register themselves here; each is a leaf that reads argv/env.
-const registrars: Array<(program: Command) => void> = [registerPki, registerPolicy, registerRelay];
+const registrars: Array<(program: Command) => void> = [registerPki, registerPolicy, registerRelay, registerConnectorCommand, registerAgentCommand];
 for (const register of registrars) register(program);
 
 await program.parseAsync(process.argv);

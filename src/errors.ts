@@ -120,6 +120,10 @@ export const ERROR_CATALOGUE = {
   POSTERN_ERR_STREAM_INTERNAL: 'The peer reset the stream because of an internal failure.',
   POSTERN_ERR_STREAM_INNER_TLS_FAILED: 'The connector refused the inner TLS handshake of this stream (agent certificate revoked, untrusted, or of another org).',
   POSTERN_ERR_STREAM_RESET: 'The peer reset the stream with a code this version does not know.',
+
+  // --- connector (connector/: tunnels, inner TLS server, target dialing) ----------------
+  POSTERN_ERR_CONNECTOR_PRINCIPAL_MISMATCH: "The relay named another principal than the agent's inner TLS certificate; the connector refused the stream.",
+  POSTERN_ERR_CONNECTOR_TARGET_MISMATCH: 'The agent named another target inside inner TLS than the relay asked for; the connector refused the stream.',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CATALOGUE;
