@@ -124,6 +124,17 @@ export const ERROR_CATALOGUE = {
   // --- connector (connector/: tunnels, inner TLS server, target dialing) ----------------
   POSTERN_ERR_CONNECTOR_PRINCIPAL_MISMATCH: "The relay named another principal than the agent's inner TLS certificate; the connector refused the stream.",
   POSTERN_ERR_CONNECTOR_TARGET_MISMATCH: 'The agent named another target inside inner TLS than the relay asked for; the connector refused the stream.',
+
+  // --- agent (agent-lib: Agent, postern agent forward|socks|check) -----------------------
+  POSTERN_ERR_AGENT_CLOSED: 'The agent was closed: it dials no more, and dials pending when it closed were abandoned.',
+  POSTERN_ERR_AGENT_DIAL_TIMEOUT: 'A dial (relay session, open, inner TLS handshake and the connector\'s answer) did not complete within limits.dialTimeoutMs.',
+  POSTERN_ERR_AGENT_CONNECTOR_INVALID: 'The connector id given to dial() (or --connector, or a SOCKS map entry) is not a valid connector id.',
+  POSTERN_ERR_AGENT_LISTEN: 'A local listener of postern agent forward or socks could not listen (address in use, no such local address, permission denied).',
+  POSTERN_ERR_AGENT_CONNECTION_LIMIT: 'A local connection was refused because maxConnections local connections are already open.',
+  POSTERN_ERR_SOCKS_PROTOCOL: 'A SOCKS client sent a malformed greeting or request; it got a SOCKS failure reply and was disconnected.',
+  POSTERN_ERR_SOCKS_UNSUPPORTED: 'A SOCKS client asked for what this proxy does not offer: an authentication method other than "no authentication", BIND, UDP ASSOCIATE, or an unknown address type.',
+  POSTERN_ERR_SOCKS_NO_CONNECTOR: 'No SOCKS map entry matches the requested host and no default connector is configured.',
+  POSTERN_ERR_SOCKS_HANDSHAKE_TIMEOUT: 'A SOCKS client did not complete its greeting and request within the handshake timeout.',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CATALOGUE;
