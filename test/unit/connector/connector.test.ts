@@ -293,6 +293,40 @@ describe('connector: tunnel, inner TLS, allowlist, dialing (fake relay over real
     }
   });
 
+  describe('refuses a bad configuration at creation, not at the first tunnel or stream', () => {
+    const create = (overrides: Partial<ConnectorConfigInput>) => {
+      const conn = pki.files('connector', 'hq');
+      return () =>
+        createConnector(
+          validateOptions(connectorConfigSchema, {
+            trustDomain: pki.trustDomain,
+            relays: [relay.url],
+            tls: { cert: conn.cert, key: conn.key, ca: pki.ca, crl: pki.crl },
+            allowlist: { targets: ['127.0.0.1:5432'] },
+            ...overrides,
+          }, 'test'),
+          { logger: captureLogger().logger },
+        );
+    };
+
+    it('session limits the mux refuses (keepalive slower than dead-peer detection)', () => {
+      expect(create({ limits: { session: { pingIntervalMs: 20_000, deadPeerTimeoutMs: 15_000 } } })).toThrow(/limits\.session: .*pingIntervalMs/);
+    });
+
+    it('a hosts key that is an address', () => {
+      expect(create({ hosts: { '10.0.0.1': '10.0.0.2' } })).toThrow(/hosts\."10\.0\.0\.1": is an IP address/);
+    });
+
+    it('an inner certificate of another connector', async () => {
+      const branch = await pki.issue('connector', 'branch', { org: 'st-mary' });
+      expect(create({ inner: { cert: branch.cert, key: branch.key } })).toThrow(expect.objectContaining({ code: 'POSTERN_ERR_ID_NAME_MISMATCH' }));
+    });
+
+    it('an allowlist entry that does not parse', () => {
+      expect(create({ allowlist: { targets: ['127.0.0.1:5432', 'bad target'] } })).toThrow(/allowlist\.targets\[1\]/);
+    });
+  });
+
   it('stop() closes its tunnels: the relay sees the session end, status() shows it down', async () => {
     const c = await startConnector();
     await c.connector.stop();
