@@ -26,14 +26,25 @@ import { OpenError, SessionError, StreamError } from './errors.js';
 import { Queue } from './queue.js';
 import { MuxStream, type StreamCapabilities } from './stream.js';
 import type { FrameTransport } from './transport.js';
+import { ReceiveBudget, WindowTuner, type RttEstimate } from './window-tuner.js';
 
 export interface SessionOptions {
   /** 'client' dialled the WebSocket and opens odd stream ids; 'server' opens even ones. */
   role: 'client' | 'server';
   /** Receive window each stream starts with (bytes). Default 256 KiB. */
   initialWindow?: number;
-  /** Largest receive window a stream may have (bytes). Default 16 MiB. */
+  /**
+   * Largest receive window a stream may grow to (bytes): a window doubles while its reader
+   * consumes a whole window in under two round trips (src/mux/window-tuner.ts). Default 4 MiB,
+   * enough for 80 MiB/s over a 50 ms path; a stalled reader holds at most this much. Equal to
+   * initialWindow: no growth.
+   */
   maxWindow?: number;
+  /**
+   * Sum of the receive windows of all streams above which no window grows (bytes). Initial
+   * windows always count and are always granted; only growth is refused. Default 32 MiB.
+   */
+  maxSessionReceiveBuffer?: number;
   /** Largest DATA payload per frame, sent and accepted. Default 64 KiB. */
   maxFrameSize?: number;
   /** Live streams per direction (opened by the peer / by this side). Default 1024. */
@@ -68,7 +79,8 @@ type NumericOptions = Required<Omit<SessionOptions, 'role' | 'clock' | 'logger'>
 
 export const SESSION_DEFAULTS: Readonly<NumericOptions> = Object.freeze({
   initialWindow: 256 * 1024,
-  maxWindow: 16 * 1024 * 1024,
+  maxWindow: 4 * 1024 * 1024,
+  maxSessionReceiveBuffer: 32 * 1024 * 1024,
   maxFrameSize: 64 * 1024,
   maxStreams: 1024,
   maxPendingOpens: 256,
@@ -90,6 +102,7 @@ const OPTIONS_SCHEMA = z
     role: z.enum(['client', 'server']),
     initialWindow: int(MIN_MAX_DATA, MAX_WINDOW),
     maxWindow: int(MIN_MAX_DATA, MAX_WINDOW),
+    maxSessionReceiveBuffer: int(MIN_MAX_DATA, Number.MAX_SAFE_INTEGER),
     maxFrameSize: int(MIN_MAX_DATA, 16 * 1024 * 1024),
     maxStreams: int(1, 1 << 24),
     maxPendingOpens: int(1, 1 << 24),
@@ -213,6 +226,8 @@ interface Entry {
   grantQueued: boolean;
   /** Largest DATA payload to send on this stream: ours and the peer's cap, whichever is smaller. */
   maxData: number;
+  /** This side's receive window, once the stream exists. */
+  tuner: WindowTuner | undefined;
 }
 
 const EMPTY_METADATA: Metadata = Object.freeze({});
@@ -280,6 +295,10 @@ export class Session extends EventEmitter {
   private readonly pings = new Map<number, { sentAt: number; waiter: { resolve(ms: number): void; reject(err: Error): void } | undefined }>();
   private pingSeq = 0;
   private rtt: number | undefined;
+  /** A PING asked for by window tuning is on its way. */
+  private probing = false;
+  private readonly rttEstimate: RttEstimate;
+  private readonly receiveBudget: ReceiveBudget;
   private tokens: number;
   private tokensAt: number;
   private readonly closedPromise: Promise<void>;
@@ -303,6 +322,8 @@ export class Session extends EventEmitter {
     this.lastFrameAt = this.clock.now();
     this.tokens = Math.max(1, this.o.maxOpensPerSecond);
     this.tokensAt = this.lastFrameAt;
+    this.receiveBudget = new ReceiveBudget(this.o.maxSessionReceiveBuffer);
+    this.rttEstimate = { rttMs: () => this.rtt, refresh: () => this.probeRtt() };
     this.closedPromise = new Promise((resolve) => {
       this.resolveClosed = resolve;
     });
@@ -318,6 +339,15 @@ export class Session extends EventEmitter {
   /** Latest round-trip time measured by PING/PONG, in ms. */
   get rttMs(): number | undefined {
     return this.rtt;
+  }
+
+  /**
+   * Sum of this side's receive windows over its streams (bytes): what the peers may have in
+   * flight or buffered here. Grows with window tuning up to maxSessionReceiveBuffer (initial
+   * windows count and are never refused).
+   */
+  get receiveWindowBytes(): number {
+    return this.receiveBudget.used;
   }
 
   /** Streams known to the session: open, being opened, or waiting for a decision. */
@@ -844,6 +874,7 @@ export class Session extends EventEmitter {
       pendingGrant: 0,
       grantQueued: false,
       maxData: this.o.maxFrameSize,
+      tuner: undefined,
     };
     this.streams.set(id, entry);
     if (local) this.localLive++;
@@ -868,6 +899,7 @@ export class Session extends EventEmitter {
     entry.sendQueue.clear();
     entry.queuedBytes = 0;
     entry.finCallback = undefined;
+    entry.tuner?.release();
     this.maybeFinishClose();
   }
 
@@ -890,8 +922,25 @@ export class Session extends EventEmitter {
       sendReset: (code, message) => this.resetEntry(entry, code, message),
       grantCredit: (increment) => this.queueGrant(entry, increment),
     };
+    const tuner = new WindowTuner({
+      initialWindow: this.o.initialWindow,
+      maxWindow: this.o.maxWindow,
+      clock: this.clock,
+      rtt: this.rttEstimate,
+      budget: this.receiveBudget,
+    });
+    entry.tuner = tuner;
     const stream = new MuxStream(
-      { id: entry.id, metadata, resultMetadata, sendWindow, receiveWindow: this.o.initialWindow, writableHighWaterMark: this.o.maxFrameSize, maxUnsent: this.o.maxStreamSendBuffer },
+      {
+        id: entry.id,
+        metadata,
+        resultMetadata,
+        sendWindow,
+        receiveWindow: this.o.initialWindow,
+        windowTuner: tuner,
+        writableHighWaterMark: this.o.maxFrameSize,
+        maxUnsent: this.o.maxStreamSendBuffer,
+      },
       caps,
     );
     entry.stream = stream;
@@ -1032,6 +1081,19 @@ export class Session extends EventEmitter {
 
   private keepalive(): void {
     if (this.pings.size < MAX_PINGS_IN_FLIGHT) this.sendPing(undefined);
+  }
+
+  /**
+   * A round-trip sample for window tuning, taken while data flows so that it includes the
+   * queues the credit loop goes through. One such PING at a time: at most one per round trip.
+   */
+  private probeRtt(): void {
+    if (this.probing || this.finished || this.transportDone || this.pings.size >= MAX_PINGS_IN_FLIGHT) return;
+    this.probing = true;
+    const done = (): void => {
+      this.probing = false;
+    };
+    this.sendPing({ resolve: done, reject: done });
   }
 
   private sendPing(waiter: { resolve(ms: number): void; reject(err: Error): void } | undefined): void {

@@ -30,6 +30,11 @@ export interface MuxStreamInit {
   sendWindow: number;
   /** Window this side announced: bytes the peer may send before a WINDOW_UPDATE. */
   receiveWindow: number;
+  /**
+   * Grows the receive window as the application consumes (the session's WindowTuner, which
+   * starts at `receiveWindow`). Absent: the window stays `receiveWindow`.
+   */
+  windowTuner?: WindowGrowth;
   /** write() buffers at most this many bytes beyond credit before returning false. */
   writableHighWaterMark?: number;
   /**
@@ -37,6 +42,12 @@ export interface MuxStreamInit {
    * share of the session's memory whatever credit the peer grants. Default 256 KiB.
    */
   maxUnsent?: number;
+}
+
+/** What a stream asks of its window tuner (src/mux/window-tuner.ts). */
+export interface WindowGrowth {
+  /** `bytes` were consumed and are about to be granted back; returns the growth to grant on top. */
+  consumed(bytes: number): number;
 }
 
 type WriteCallback = (error?: Error | null) => void;
@@ -51,9 +62,11 @@ type WriteCallback = (error?: Error | null) => void;
  * frame them (a congested transport), so a large grant from the peer never turns into a
  * large buffer here. `end()` sends FIN; the other direction keeps flowing.
  *
- * Receiving: the peer may send at most `receiveWindow` bytes beyond what the application has
+ * Receiving: the peer may send at most the receive window beyond what the application has
  * consumed, so a stalled reader holds at most one window. Credit is granted from read(), i.e.
- * as the application consumes, in batches of a quarter window.
+ * as the application consumes, in batches of a quarter window. The window starts at
+ * `receiveWindow` and grows only when the tuner says so, on top of a grant: a reader that
+ * does not consume never makes it grow.
  *
  * `destroy(err)` sends RESET with `err.resetCode` (CANCEL by default); a RESET from the peer
  * destroys the stream with a StreamError carrying the peer's `resetCode`.
@@ -71,10 +84,11 @@ export class MuxStream extends Duplex {
   private readonly maxUnsent: number;
   /** Part of a write that credit did not cover, with the write's callback. */
   private held: { chunk: Buffer; callback: WriteCallback } | undefined;
-  private readonly window: number;
+  private window: number;
+  private readonly tuner: WindowGrowth | undefined;
   /** Bytes the peer may still send before it needs more credit. */
   private recvCredit: number;
-  private readonly grantThreshold: number;
+  private grantThreshold: number;
   private received = 0;
   private written = 0;
   private finSent = false;
@@ -99,6 +113,7 @@ export class MuxStream extends Duplex {
     this.sendCredit = init.sendWindow;
     this.maxUnsent = init.maxUnsent ?? 256 * 1024;
     this.window = init.receiveWindow;
+    this.tuner = init.windowTuner;
     this.recvCredit = init.receiveWindow;
     this.grantThreshold = Math.max(1, Math.floor(init.receiveWindow / 4));
   }
@@ -118,7 +133,7 @@ export class MuxStream extends Duplex {
     return this.sendCredit;
   }
 
-  /** The receive window: the most the peer may have in flight or buffered here. */
+  /** The receive window now: the most the peer may have in flight or buffered here. */
   get receiveWindow(): number {
     return this.window;
   }
@@ -289,16 +304,21 @@ export class MuxStream extends Duplex {
   }
 
   /**
-   * Grants the credit the application freed by consuming. Batched to a quarter window, except
-   * when the reader found nothing to read while the peer has no credit left (it would wait
-   * forever otherwise).
+   * Grants the credit the application freed by consuming, plus the window's growth if the
+   * tuner grows it now. Batched to a quarter window, except when the reader found nothing to
+   * read while the peer has no credit left (it would wait forever otherwise).
    */
   private grant(starved: boolean): void {
     if (this.wireClosed || this.finReceived) return;
     const consumed = this.window - this.recvCredit - this.readableLength;
     if (consumed >= this.grantThreshold || (starved && consumed > 0 && this.recvCredit === 0)) {
-      this.recvCredit += consumed;
-      this.caps.grantCredit(consumed);
+      const growth = this.tuner?.consumed(consumed) ?? 0;
+      if (growth > 0) {
+        this.window += growth;
+        this.grantThreshold = Math.max(1, Math.floor(this.window / 4));
+      }
+      this.recvCredit += consumed + growth;
+      this.caps.grantCredit(consumed + growth);
     }
   }
 
