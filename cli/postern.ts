@@ -6,6 +6,7 @@ import { registerPolicy } from './policy.js';
 import { registerRelay } from '../relay/cli.js';
 import { registerConnectorCommand } from '../connector/cli.js';
 import { registerAgentCommand } from '../agent-lib/cli.js';
+import { registerUp } from './up.js';
 
 const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
 
@@ -16,7 +17,7 @@ const program = new Command('postern')
   .enablePositionalOptions();
 
 // Subcommand modules register themselves here; each is a leaf that reads argv/env.
-const registrars: Array<(program: Command) => void> = [registerPki, registerPolicy, registerRelay, registerConnectorCommand, registerAgentCommand];
+const registrars: Array<(program: Command) => void> = [registerPki, registerPolicy, registerRelay, registerConnectorCommand, registerAgentCommand, registerUp];
 for (const register of registrars) register(program);
 
 await program.parseAsync(process.argv);
