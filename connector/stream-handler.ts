@@ -121,7 +121,14 @@ export async function handleStream(incoming: IncomingOpen, ctx: StreamContext): 
     } catch (err) {
       return deny('cancelled', `the open ended before it was accepted: ${(err as Error).message}`);
     }
-    established = await establish(stream, target, claimed, facts, deny, ctx);
+    try {
+      established = await establish(stream, target, claimed, facts, deny, ctx);
+    } catch (err) {
+      // A bug, not a refusal: the agent learns INTERNAL rather than waiting for a stream that never answers.
+      stream.destroy(Object.assign(new Error('the connector failed internally'), { resetCode: ResetCode.INTERNAL }));
+      deny('internal', (err as Error).message);
+      throw err;
+    }
   } finally {
     ctx.gate.leave();
   }

@@ -5,7 +5,7 @@ import type { AuditEvent } from '../../../src/audit/events.js';
 import { validateOptions } from '../../../src/options.js';
 import type { Session } from '../../../src/mux/index.js';
 import type { TlsMaterial } from '../../../src/pki/index.js';
-import { OpenResult } from '../../../src/protocol/reasons.js';
+import { OpenResult, ResetCode } from '../../../src/protocol/reasons.js';
 import { createConnector, type Connector } from '../../../connector/index.js';
 import { connectorConfigSchema, type ConnectorConfigInput } from '../../../connector/options.js';
 import { makeTestPki, type TestPki } from '../../helpers/pki.js';
@@ -225,6 +225,26 @@ describe('connector: tunnel, inner TLS, allowlist, dialing (fake relay over real
     }
   });
 
+  it('closes the target connection when the agent side resets mid-stream, and audits why', async () => {
+    let targetEnded!: Promise<void>;
+    const held = await tcpTarget((socket) => {
+      targetEnded = new Promise((resolve) => socket.once('end', () => resolve()));
+      socket.resume();
+    });
+    const c = await startConnector({ allowlist: { targets: [`127.0.0.1:${held.port}`] } });
+    try {
+      const { stream, response } = await open(c.session, agents.alice, { target: `127.0.0.1:${held.port}`, principal: principal('user', 'alice'), correlationId: 'cid-abort' });
+      expect(response.status).toBe(OpenResult.OK);
+      stream.on('error', () => undefined);
+      stream.reset(ResetCode.PEER_GONE, 'the agent went away');
+      await targetEnded;
+      expect(await c.events.waitFor((e) => e.event === 'stream.close' && e.correlationId === 'cid-abort')).toMatchObject({ reason: 'agent: POSTERN_ERR_STREAM_PEER_GONE' });
+    } finally {
+      await c.connector.stop();
+      await held.close();
+    }
+  });
+
   describe('a connector whose allowlist names principals and names', () => {
     let second: Awaited<ReturnType<typeof startConnector>>;
     beforeAll(async () => {
@@ -325,6 +345,28 @@ describe('connector: tunnel, inner TLS, allowlist, dialing (fake relay over real
     it('an allowlist entry that does not parse', () => {
       expect(create({ allowlist: { targets: ['127.0.0.1:5432', 'bad target'] } })).toThrow(/allowlist\.targets\[1\]/);
     });
+  });
+
+  it('stop() gives a live stream limits.shutdownGraceMs, then resets it DRAIN_TIMEOUT and closes the target connection', async () => {
+    let targetClosed!: Promise<void>;
+    const held = await tcpTarget((socket) => {
+      // The connector's side closes: the target sees EOF (it keeps half-open sockets, so no 'close' by itself).
+      targetClosed = new Promise((resolve) => socket.once('end', () => resolve()));
+      socket.resume();
+    });
+    const c = await startConnector({ allowlist: { targets: [`127.0.0.1:${held.port}`] }, limits: { shutdownGraceMs: 50 } });
+    try {
+      const { tls, response } = await open(c.session, agents.alice, { target: `127.0.0.1:${held.port}`, principal: principal('user', 'alice'), correlationId: 'cid-drain' });
+      expect(response.status).toBe(OpenResult.OK);
+      const cut = readAll(tls).then(() => 'ended', (err: unknown) => err);
+      await c.connector.stop();
+      expect(await cut).toMatchObject({ code: 'POSTERN_ERR_STREAM_DRAIN_TIMEOUT' });
+      await targetClosed;
+      expect(await c.events.waitFor((e) => e.event === 'stream.close' && e.correlationId === 'cid-drain')).toMatchObject({ reason: 'agent: POSTERN_ERR_STREAM_DRAIN_TIMEOUT' });
+      expect(c.connector.status().tunnels[0]).toMatchObject({ up: false, streams: 0 });
+    } finally {
+      await held.close();
+    }
   });
 
   it('stop() closes its tunnels: the relay sees the session end, status() shows it down', async () => {
