@@ -1,10 +1,13 @@
 import type { Logger } from '../log.js';
 import type { AuditEvent, AuditSink } from './events.js';
 
-/** Pino sink: one JSON line per event with `audit: true`, so operators can filter the trail. */
+/**
+ * Pino sink: one JSON line per event with `audit: true`, so operators can filter the trail.
+ * The logger already names the component and the time, so those stamps are not repeated.
+ */
 export function pinoAuditSink(logger: Logger): AuditSink {
   return {
-    write(event) {
+    write({ component: _component, at: _at, ...event }) {
       logger.info({ audit: true, ...event }, event.event);
     },
   };
