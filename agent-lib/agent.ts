@@ -186,7 +186,14 @@ export class Agent {
   /** Round-trip time of the relay session (a PING), opening the session when there is none. */
   async ping(): Promise<number> {
     const conn = await this.sessions.acquire();
-    return conn.session.ping();
+    // Held while the PING is out: an idle session's socket is unref'd, and a script that only
+    // awaits this PING would otherwise exit before the PONG (exit code 13).
+    const release = conn.hold();
+    try {
+      return await conn.session.ping();
+    } finally {
+      release();
+    }
   }
 
   /**
