@@ -1,14 +1,15 @@
 import { createAuditLog, pinoAuditSink, type AuditLog } from '../src/audit/audit-log.js';
 import { resolveFrom } from '../src/config/load-file.js';
 import { ConfigError, isPosternError } from '../src/errors.js';
-import { identityFromCertificate, type Identity } from '../src/identity/index.js';
+import type { Identity } from '../src/identity/index.js';
 import type { Logger } from '../src/log.js';
 import { SESSION_DEFAULTS, Session, type Clock, type FrameTransport, type SessionOptions } from '../src/mux/index.js';
 import { connectWebSocket, wsTransport } from '../src/mux/ws-transport.js';
-import { clientTlsOptions, loadTlsMaterial, serverTlsOptions, type TlsFiles } from '../src/pki/index.js';
 import { compileAllowlist, parseTarget } from '../src/policy/index.js';
 import { maxMessageSize } from '../src/protocol/frames.js';
+import { loadConnectorMaterial } from './material.js';
 import type { ConnectorConfig } from './options.js';
+import { watchFiles } from './reload.js';
 import { HandshakeGate, handleStream, type StreamContext } from './stream-handler.js';
 import { createTargetDialer, type LookupFn } from './target-dialer.js';
 import { RelayTunnel, type TunnelStatus } from './tunnel.js';
@@ -64,36 +65,9 @@ export function createConnector(config: ConnectorConfig, deps: ConnectorDeps): C
   const log = deps.logger;
   const audit = deps.audit ?? createAuditLog('connector', [pinoAuditSink(log)]);
   const file = (p: string) => resolveFrom(deps.baseDir, p);
-  const files = (f: { cert: string; key: string; ca: string; crl?: string | readonly string[] | undefined }): TlsFiles => ({
-    cert: file(f.cert),
-    key: file(f.key),
-    ca: file(f.ca),
-    ...(f.crl === undefined ? {} : { crl: typeof f.crl === 'string' ? file(f.crl) : f.crl.map(file) }),
-  });
-
-  const outer = loadTlsMaterial(files(config.tls));
-  const identity = identityFromCertificate(outer.cert, { trustDomain: config.trustDomain, presentedAs: 'connector-client' });
+  let material = loadConnectorMaterial(config, file, { logger: log });
+  const identity = material.identity;
   const connectorName = `${identity.org}/${identity.name}`;
-
-  const inner = config.inner;
-  const innerFiles = files({
-    cert: inner.cert ?? config.tls.cert,
-    key: inner.key ?? config.tls.key,
-    ca: inner.ca ?? config.tls.ca,
-    // The outer CRL covers the outer CA only: a separate inner CA brings its own CRL or none.
-    crl: inner.ca === undefined ? (inner.crl ?? config.tls.crl) : inner.crl,
-  });
-  if (inner.ca !== undefined && inner.crl === undefined) {
-    log.warn({ event: 'connector.inner-no-crl', ca: innerFiles.ca }, 'inner.ca has no inner.crl: revoked agent certificates of that CA are not refused');
-  }
-  const innerMaterial = loadTlsMaterial(innerFiles);
-  // Agents require the inner certificate to name this very connector, as a server.
-  identityFromCertificate(innerMaterial.cert, {
-    trustDomain: config.trustDomain,
-    presentedAs: 'connector-inner-server',
-    ...(identity.org ? { org: identity.org } : {}),
-    name: identity.name,
-  });
 
   const allowlist = compileAllowlist(config.allowlist, 'allowlist');
   const hosts = compileHosts(config.hosts ?? {});
@@ -106,11 +80,10 @@ export function createConnector(config: ConnectorConfig, deps: ConnectorDeps): C
     maxMetadataEntries: SESSION_DEFAULTS.maxMetadataEntries,
   });
 
-  const relayTls = clientTlsOptions(outer, { trustDomain: config.trustDomain, presentedAs: 'relay-server' });
   const connect =
     deps.connect ??
     (async (relay: string) => {
-      const { ws } = await connectWebSocket(tunnelUrl(relay), { tls: relayTls, maxPayload, handshakeTimeoutMs: config.limits.handshakeTimeoutMs });
+      const { ws } = await connectWebSocket(tunnelUrl(relay), { tls: material.relayTls, maxPayload, handshakeTimeoutMs: config.limits.handshakeTimeoutMs });
       return wsTransport(ws);
     });
 
@@ -118,7 +91,7 @@ export function createConnector(config: ConnectorConfig, deps: ConnectorDeps): C
     trustDomain: config.trustDomain,
     self: identity,
     connector: connectorName,
-    innerTls: { ...serverTlsOptions(innerMaterial, { handshakeTimeoutMs: config.limits.innerHandshakeTimeoutMs }), allowHalfOpen: true },
+    innerTls: material.innerTls,
     innerTimeoutMs: config.limits.innerHandshakeTimeoutMs,
     allowlist,
     dial: createTargetDialer({
@@ -156,6 +129,18 @@ export function createConnector(config: ConnectorConfig, deps: ConnectorDeps): C
       }),
   );
 
+  /** New tunnels and streams take the new material; live ones keep theirs. A failed reload keeps the old. */
+  const reload = (): void => {
+    try {
+      material = loadConnectorMaterial(config, file, { keep: identity });
+      ctx.innerTls = material.innerTls;
+      log.info({ event: 'connector.reloaded', files: material.files }, 'TLS files reloaded');
+    } catch (err) {
+      log.warn({ event: 'connector.reload-failed', code: isPosternError(err) ? err.code : undefined, err: (err as Error).message }, 'TLS files changed but could not be loaded; keeping the previous ones');
+    }
+  };
+  let unwatch: (() => void) | undefined;
+
   let state: 'new' | 'running' | 'stopped' = 'new';
   return {
     identity,
@@ -163,11 +148,13 @@ export function createConnector(config: ConnectorConfig, deps: ConnectorDeps): C
       if (state !== 'new') return;
       state = 'running';
       log.info({ event: 'connector.starting', identity: identity.uri, relays: config.relays }, `connector ${identity.uri} starting`);
+      unwatch = watchFiles(material.files, config.reload.intervalMs, reload);
       for (const tunnel of tunnels) tunnel.start();
     },
     async stop() {
       if (state === 'stopped') return;
       state = 'stopped';
+      unwatch?.();
       await Promise.all(tunnels.map((t) => t.stop()));
       log.info({ event: 'connector.stopped' }, 'connector stopped');
     },

@@ -78,6 +78,15 @@ export const connectorConfigSchema = z.strictObject({
       session: sessionLimitsSchema.prefault({}),
     })
     .prefault({}),
+  /**
+   * Certificate, key, trust bundle and CRL files are polled this often; a change (a re-signed
+   * CRL, a renewed certificate) applies to new tunnels and streams without dropping live ones.
+   */
+  reload: z
+    .strictObject({
+      intervalMs: positiveMs.default(2_000),
+    })
+    .prefault({}),
   log: logSchema,
 });
 

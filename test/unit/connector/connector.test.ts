@@ -1,6 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createHash } from 'node:crypto';
 import { createServer } from 'node:net';
+import { copyFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import type { AuditEvent } from '../../../src/audit/events.js';
 import { validateOptions } from '../../../src/options.js';
 import type { Session } from '../../../src/mux/index.js';
@@ -308,6 +310,41 @@ describe('connector: tunnel, inner TLS, allowlist, dialing (fake relay over real
       expect(response.status).toBe(OpenResult.OK);
       tls.end();
       await readAll(tls);
+    } finally {
+      await c.connector.stop();
+    }
+  });
+
+  it('reloads changed TLS files without dropping its tunnel: a bad file is refused (old material kept), a re-signed CRL applies to the next stream', async () => {
+    const bob = await pki.issue('user', 'bob', { org: 'st-mary' });
+    const bobAgent = agentMaterial(pki, bob);
+    const crl = join(pki.dir, 'reload-crl.pem');
+    await copyFile(pki.crl, crl);
+    const conn = pki.files('connector', 'hq');
+    const c = await startConnector({ tls: { cert: conn.cert, key: conn.key, ca: pki.ca, crl }, reload: { intervalMs: 20 } });
+    const asBob = { target: `127.0.0.1:${echo.port}`, principal: principal('user', 'bob') };
+    try {
+      const first = await open(c.session, bobAgent, asBob);
+      expect(first.response.status).toBe(OpenResult.OK);
+      first.tls.end();
+      await readAll(first.tls);
+
+      const failed = c.lines.waitFor((l) => l.event === 'connector.reload-failed');
+      await writeFile(crl, 'not a CRL\n');
+      expect(await failed).toMatchObject({ code: 'POSTERN_ERR_PKI_INVALID_CERT' });
+      const still = await open(c.session, bobAgent, asBob);
+      expect(still.response.status).toBe(OpenResult.OK);
+      still.tls.end();
+      await readAll(still.tls);
+
+      const reloaded = c.lines.waitFor((l) => l.event === 'connector.reloaded');
+      await pki.revoke(bob.cert);
+      await copyFile(pki.crl, crl);
+      await reloaded;
+      await expect(open(c.session, bobAgent, { ...asBob, correlationId: 'cid-bob' })).rejects.toMatchObject({ code: 'POSTERN_ERR_STREAM_INNER_TLS_FAILED' });
+      expect(await c.events.waitFor((e) => e.event === 'handshake.refused' && e.code === 'POSTERN_ERR_TLS_CERT_REVOKED')).toMatchObject({ place: 'inner' });
+      expect(c.lines.count((l) => l.event === 'tunnel.down')).toBe(0);
+      expect(c.connector.status().tunnels[0]).toMatchObject({ up: true });
     } finally {
       await c.connector.stop();
     }

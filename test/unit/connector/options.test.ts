@@ -29,6 +29,7 @@ describe('connector config', () => {
       dial: { connectTimeoutMs: 10_000, keepAliveMs: 30_000 },
       reconnect: { initialDelayMs: 250, maxDelayMs: 30_000, resetAfterMs: 10_000 },
       limits: { handshakeTimeoutMs: 10_000, innerHandshakeTimeoutMs: 10_000, maxConcurrentHandshakes: 64, shutdownGraceMs: 5_000, session: {} },
+      reload: { intervalMs: 2_000 },
       log: { level: 'info', format: 'json' },
     });
   });
