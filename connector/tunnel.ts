@@ -151,6 +151,9 @@ export class RelayTunnel {
     }
     // Our own GOAWAY, then the transport closes as soon as the last stream has ended.
     void live.session.close();
+    // A relay being deployed refuses the redial for a while: back off from the start, not from
+    // where failures long before this stable tunnel left the counter.
+    if (this.o.clock.now() - live.upAt >= this.o.reconnect.resetAfterMs) this.attempt = 0;
     if (this.retryTimer !== undefined) this.o.clock.clearTimeout(this.retryTimer);
     this.dial();
   }

@@ -192,6 +192,21 @@ describe('RelayTunnel', () => {
     expect(h.tunnel.status()).toMatchObject({ up: true, streams: 0 });
   });
 
+  it('after a stable tunnel, a GOAWAY whose redial is refused backs off from initialDelayMs again', async () => {
+    const h = harness();
+    h.plan.push('fail', 'fail', 'ok');
+    h.tunnel.start();
+    await h.lines.waitFor(event('tunnel.retry'));
+    h.clock.advance(50);
+    await h.lines.waitFor(event('tunnel.retry'), 2);
+    h.clock.advance(100);
+    await h.lines.waitFor(event('tunnel.up'));
+    h.clock.advance(RECONNECT.resetAfterMs);
+    h.plan.push('fail');
+    h.relays[0]!.goAway(GoAwayReason.DRAIN, 'deploying');
+    expect(await h.lines.waitFor(event('tunnel.retry'), 3)).toMatchObject({ delayMs: 50, attempt: 1 });
+  });
+
   it('a dead relay (nothing arrives for deadPeerTimeoutMs) is detected by the keepalive and redialed', async () => {
     const h = harness({ pingIntervalMs: 1_000, deadPeerTimeoutMs: 3_000 });
     h.tunnel.start();
