@@ -19,14 +19,8 @@ export interface ConnectorDeps {
   audit?: AuditLog;
   /** Directory that relative file paths of the config resolve against. */
   baseDir?: string;
-  /** Timers of reconnects and sessions (tests drive them with a fake clock). */
-  clock?: Clock;
-  /** Uniform [0, 1) source of the reconnect jitter. */
-  random?: () => number;
   /** Name resolution of targets; dns.lookup by default. */
   lookup?: LookupFn;
-  /** One connection attempt to a relay; by default a wss:// dial of `${relay}/v1/tunnel` with the connector certificate. */
-  connect?: (relay: string) => Promise<FrameTransport>;
 }
 
 export interface ConnectorStatus {
@@ -71,21 +65,18 @@ export function createConnector(config: ConnectorConfig, deps: ConnectorDeps): C
 
   const allowlist = compileAllowlist(config.allowlist, 'allowlist');
   const hosts = compileHosts(config.hosts ?? {});
-  const clock = deps.clock ?? processClock;
   const sessionOptions: Omit<SessionOptions, 'role' | 'clock' | 'logger'> = stripUndefined({ ...config.limits.session });
-  checkSessionOptions(sessionOptions, clock);
+  checkSessionOptions(sessionOptions);
   const maxPayload = maxMessageSize({
     maxFrameSize: sessionOptions.maxFrameSize ?? SESSION_DEFAULTS.maxFrameSize,
     maxMetadataBytes: SESSION_DEFAULTS.maxMetadataBytes,
     maxMetadataEntries: SESSION_DEFAULTS.maxMetadataEntries,
   });
 
-  const connect =
-    deps.connect ??
-    (async (relay: string) => {
-      const { ws } = await connectWebSocket(tunnelUrl(relay), { tls: material.relayTls, maxPayload, handshakeTimeoutMs: config.limits.handshakeTimeoutMs });
-      return wsTransport(ws);
-    });
+  const connect = async (relay: string): Promise<FrameTransport> => {
+    const { ws } = await connectWebSocket(tunnelUrl(relay), { tls: material.relayTls, maxPayload, handshakeTimeoutMs: config.limits.handshakeTimeoutMs });
+    return wsTransport(ws);
+  };
 
   const ctx: StreamContext = {
     trustDomain: config.trustDomain,
@@ -121,8 +112,8 @@ export function createConnector(config: ConnectorConfig, deps: ConnectorDeps): C
             log.error({ err, event: 'stream.internal', streamId: incoming.id }, 'stream handling failed');
           });
         },
-        clock,
-        random: deps.random ?? Math.random,
+        clock: processClock,
+        random: Math.random,
         logger: log,
         audit,
         nextTunnelId: () => `t${++tunnelSeq}`,
@@ -191,10 +182,10 @@ function compileHosts(hosts: Readonly<Record<string, string>>): Map<string, stri
  * The session checks its limits in its constructor (ranges, pingIntervalMs < deadPeerTimeoutMs);
  * building one over an inert transport makes a bad limit fail at start, not at every reconnect.
  */
-function checkSessionOptions(options: Omit<SessionOptions, 'role' | 'clock' | 'logger'>, clock: Clock): void {
+function checkSessionOptions(options: Omit<SessionOptions, 'role' | 'clock' | 'logger'>): void {
   const inert: FrameTransport = { bufferedAmount: 0, send() {}, setHandlers() {}, close() {}, destroy() {} };
   try {
-    new Session(inert, { ...options, role: 'client', clock }).destroy();
+    new Session(inert, { ...options, role: 'client' }).destroy();
   } catch (err) {
     if (isPosternError(err)) throw new ConfigError(err.code, `limits.session: ${err.message}`, { cause: err, details: { ...err.details } });
     throw err;

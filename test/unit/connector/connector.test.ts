@@ -10,6 +10,7 @@ import type { TlsMaterial } from '../../../src/pki/index.js';
 import { OpenResult, ResetCode } from '../../../src/protocol/reasons.js';
 import { createConnector, type Connector } from '../../../connector/index.js';
 import { connectorConfigSchema, type ConnectorConfigInput } from '../../../connector/options.js';
+import type { LookupFn } from '../../../connector/target-dialer.js';
 import { makeTestPki, type TestPki } from '../../helpers/pki.js';
 import { SeededBytes } from '../../helpers/mux.js';
 import {
@@ -31,7 +32,7 @@ describe('connector: tunnel, inner TLS, allowlist, dialing (fake relay over real
   const started: Connector[] = [];
 
   /** Starts a connector on the fake relay; resolves once its tunnel is up, with the relay's session of it. */
-  async function startConnector(overrides: Partial<ConnectorConfigInput> = {}) {
+  async function startConnector(overrides: Partial<ConnectorConfigInput> = {}, lookup?: LookupFn) {
     const { logger, lines } = captureLogger();
     const { audit, events } = captureAudit();
     const conn = pki.files('connector', 'hq');
@@ -43,7 +44,7 @@ describe('connector: tunnel, inner TLS, allowlist, dialing (fake relay over real
       ...overrides,
     }, 'test');
     const nth = relay.sessions.items.length + 1;
-    const connector = createConnector(config, { logger, audit });
+    const connector = createConnector(config, { logger, audit, ...(lookup ? { lookup } : {}) });
     started.push(connector);
     await connector.start();
     const session = await relay.sessions.waitFor(() => true, nth, 'relay session');
@@ -244,6 +245,24 @@ describe('connector: tunnel, inner TLS, allowlist, dialing (fake relay over real
     } finally {
       await c.connector.stop();
       await held.close();
+    }
+  });
+
+  it('never dials a name that resolves to the cloud metadata address, even when its allowlist names the name', async () => {
+    const asked: string[] = [];
+    const c = await startConnector({ allowlist: { targets: ['metadata.internal:80'] } }, async (host) => {
+      asked.push(host);
+      return [{ address: '169.254.169.254', family: 4 }];
+    });
+    try {
+      const { response, tls } = await open(c.session, agents.alice, { target: 'METADATA.internal.:80', principal: principal('user', 'alice'), correlationId: 'cid-imds' });
+      expect(response.status).toBe(OpenResult.ALLOWLIST_DENIED);
+      expect(response.message).toMatch(/169\.254\.169\.254, a cloud-metadata address/);
+      await closeRefused(tls);
+      expect(asked).toEqual(['metadata.internal']);
+      expect(await c.events.waitFor((e) => e.event === 'stream.open' && e.correlationId === 'cid-imds')).toMatchObject({ reason: 'forbidden-address', target: 'metadata.internal:80' });
+    } finally {
+      await c.connector.stop();
     }
   });
 
