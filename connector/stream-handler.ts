@@ -152,6 +152,11 @@ async function establish(
     inner = await acceptInnerTls(stream, ctx.innerTls, { timeoutMs: ctx.innerTimeoutMs, lingerMs: ctx.innerTimeoutMs });
   } catch (err) {
     const e = err as PosternError;
+    if (e.code.startsWith('POSTERN_ERR_STREAM_') || e.code.startsWith('POSTERN_ERR_SESSION_')) {
+      // The relay reset the stream or the tunnel ended mid-handshake: nobody was refused.
+      deny('cancelled', `${e.code}: ${e.message}`);
+      return undefined;
+    }
     ctx.audit.emit({ event: 'handshake.refused', place: 'inner', code: e.code, reason: e.message });
     deny('inner-tls-failed', `${e.code}: ${e.message}`);
     return undefined;

@@ -324,7 +324,9 @@ describe('connector: tunnel, inner TLS, allowlist, dialing (fake relay over real
       // The agent gives up; its slot is free again.
       const freed = c.events.waitFor((e) => e.event === 'stream.open' && e.correlationId === 'cid-silent');
       silent.destroy();
-      expect(await freed).toMatchObject({ decision: 'deny', reason: 'inner-tls-failed' });
+      expect(await freed).toMatchObject({ decision: 'deny', reason: 'cancelled', detail: expect.stringMatching(/^POSTERN_ERR_STREAM_CANCELLED/) });
+      // The agent went away; nobody's certificate was refused.
+      expect(c.events.count((e) => e.event === 'handshake.refused')).toBe(0);
       const { response, tls } = await open(c.session, agents.alice, { ...meta });
       expect(response.status).toBe(OpenResult.OK);
       tls.end();
