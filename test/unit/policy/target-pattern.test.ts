@@ -108,7 +108,9 @@ describe('matches', () => {
   });
 });
 
-const label = fc.stringMatching(/^[a-z0-9](?:[a-z0-9_-]{0,8}[a-z0-9])?$/).filter((l) => !/^[0-9]+$/.test(l) && !l.startsWith('xn--'));
+// Labels that read as numbers (decimal, or 0x-prefixed hex such as "0x") make an IPv4 spelling, not a name.
+const label = fc.stringMatching(/^[a-z0-9](?:[a-z0-9_-]{0,8}[a-z0-9])?$/)
+  .filter((l) => !/^(?:[0-9]+|0x[0-9a-f]*)$/.test(l) && !l.startsWith('xn--'));
 const name = fc.array(label, { minLength: 1, maxLength: 4 }).map((ls) => ls.join('.'));
 const port = fc.integer({ min: 1, max: 65535 });
 
