@@ -4,7 +4,7 @@ import { PosternError, ProtocolError } from '../errors.js';
 import { silentLogger, type Logger } from '../log.js';
 import { validateOptions } from '../options.js';
 import { decodeFrame } from '../protocol/decode.js';
-import { allocDataFrame, encodeFrame } from '../protocol/encode.js';
+import { allocDataFrame, encodeDataFrameInPlace, encodeFrame } from '../protocol/encode.js';
 import {
   FrameType,
   HEADER_SIZE,
@@ -173,6 +173,8 @@ export interface SessionStats {
   violations: number;
   /** Late frames for streams already closed, dropped as the protocol says. */
   framesDiscarded: number;
+  /** DATA frames sent around a received payload, without allocating or copying (a splice forwarding). */
+  framesForwardedInPlace: number;
 }
 
 export interface Session {
@@ -231,6 +233,15 @@ interface Entry {
 }
 
 const EMPTY_METADATA: Metadata = Object.freeze({});
+
+/**
+ * DATA payloads received by any session of this process, each still preceded in its message
+ * by the HEADER_SIZE bytes of its own header, which the session owns and no longer needs.
+ * When the application writes such a payload unchanged to a stream (the relay's splice does,
+ * chunk for chunk), the frame reuses those bytes for its header: no allocation, no copy.
+ * Used once: a payload written twice (a tee) is copied the second time.
+ */
+const forwardable = new WeakSet<Buffer>();
 const MAX_PINGS_IN_FLIGHT = 16;
 const WS_CLOSE_NORMAL = 1000;
 const WS_CLOSE_PROTOCOL = 1002;
@@ -262,6 +273,7 @@ export class Session extends EventEmitter {
     resetsReceived: 0,
     violations: 0,
     framesDiscarded: 0,
+    framesForwardedInPlace: 0,
   };
 
   private readonly transport: FrameTransport;
@@ -494,6 +506,7 @@ export class Session extends EventEmitter {
         if (entry === undefined) return;
         this.stats.bytesIn += frame.payload.length;
         if (entry.stream === undefined) return this.streamViolation(entry, `DATA on stream ${entry.id} before OPEN_RESULT`);
+        if (frame.payload.length > 0) forwardable.add(frame.payload);
         if (!entry.stream.receiveData(frame.payload)) this.stats.violations++;
         return;
       }
@@ -1046,6 +1059,13 @@ export class Session extends EventEmitter {
 
   private sendNext(entry: Entry): void {
     if (entry.queuedBytes > 0) {
+      const head = entry.sendQueue.peek()!;
+      if (head.length <= entry.maxData && forwardable.delete(head)) {
+        entry.sendQueue.shift();
+        this.sendData(entry, encodeDataFrameInPlace(entry.id, head), head.length);
+        this.stats.framesForwardedInPlace++;
+        return;
+      }
       const n = Math.min(entry.queuedBytes, entry.maxData);
       const frame = allocDataFrame(entry.id, n);
       const end = HEADER_SIZE + n;
@@ -1058,10 +1078,7 @@ export class Session extends EventEmitter {
         if (take === chunk.length) entry.sendQueue.shift();
         else entry.sendQueue.replaceHead(chunk.subarray(take));
       }
-      entry.queuedBytes -= n;
-      this.stats.bytesOut += n;
-      this.transmit(frame);
-      entry.stream?.receiveFramed(n);
+      this.sendData(entry, frame, n);
       return;
     }
     const sent = entry.finCallback;
@@ -1071,6 +1088,13 @@ export class Session extends EventEmitter {
     this.transmit(encodeFrame({ type: 'fin', streamId: entry.id }));
     if (entry.finReceived) this.remove(entry);
     sent();
+  }
+
+  private sendData(entry: Entry, frame: Buffer, n: number): void {
+    entry.queuedBytes -= n;
+    this.stats.bytesOut += n;
+    this.transmit(frame);
+    entry.stream?.receiveFramed(n);
   }
 
   private transmit(frame: Buffer): void {

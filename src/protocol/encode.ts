@@ -12,7 +12,8 @@ import {
 import { metadataByteLength, writeMetadata, type MetadataLimits } from './metadata.js';
 
 /**
- * Pure frame encoders. Each frame is one allocation of its exact size. Values out of range
+ * Pure frame encoders. Each frame is one allocation of its exact size (a DATA frame around a
+ * received payload, none: encodeDataFrameInPlace). Values out of range
  * are a bug of the caller and throw ProtocolError (POSTERN_ERR_PROTO_MALFORMED_FRAME) rather
  * than putting a frame on the wire that the peer must reject.
  */
@@ -106,6 +107,23 @@ export function encodeDataFrame(streamId: number, payload: Buffer): Buffer {
 export function allocDataFrame(streamId: number, length: number): Buffer {
   checkStreamId(streamId, 'DATA');
   return header(FrameType.DATA, streamId, length);
+}
+
+/**
+ * A DATA frame around `payload` without copying it: the header is written into the
+ * HEADER_SIZE bytes just before `payload` in its ArrayBuffer, which the caller must own and
+ * no longer need (a received DATA payload is still preceded by its own, decoded header).
+ */
+export function encodeDataFrameInPlace(streamId: number, payload: Buffer): Buffer {
+  checkStreamId(streamId, 'DATA');
+  if (payload.byteOffset < HEADER_SIZE) {
+    throw new ProtocolError('POSTERN_ERR_PROTO_MALFORMED_FRAME', `cannot frame in place: the payload starts at byte ${payload.byteOffset} of its buffer, leaving no room for the ${HEADER_SIZE}-byte header`);
+  }
+  const out = Buffer.from(payload.buffer, payload.byteOffset - HEADER_SIZE, HEADER_SIZE + payload.length);
+  out[0] = FrameType.DATA;
+  out[1] = 0;
+  out.writeUInt32BE(streamId, 2);
+  return out;
 }
 
 /** Length-prefixed form for byte streams (FrameStreamDecoder): u32 BE length, then the frame. */
