@@ -1,5 +1,7 @@
 /** The session layer as the bench drives it: defaults, except the limits a bench must lift. */
 import { Session, type IncomingOpen, type MuxStream, type SessionOptions } from '../../src/mux/index.js';
+import { splice } from '../../src/net/splice.js';
+import { OpenResult } from '../../src/protocol/reasons.js';
 import type { WsFrameTransport } from '../../src/mux/ws-transport.js';
 import { DEFAULT_DECODE_LIMITS, maxMessageSize } from '../../src/protocol/index.js';
 
@@ -45,6 +47,31 @@ export const muxServer = {
   },
 };
 
+/**
+ * The 'relay' kind's server: the first session to arrive is the connector's; each open on a
+ * later (agent) session is spliced to a stream opened on the connector's session, as
+ * relay/opens.ts does once policy has allowed it.
+ */
+export class MuxRelay {
+  readonly maxPayload = MAX_PAYLOAD;
+  private connector: Session | undefined;
+
+  attach(transport: WsFrameTransport, maxStreams: number, fail: (err: Error) => void): void {
+    const session = new Session(transport, options('server', transport, maxStreams, undefined));
+    if (this.connector === undefined) {
+      this.connector = session;
+      return;
+    }
+    const connector = this.connector;
+    session.on('open', (open: IncomingOpen) => {
+      connector.open({ ...open.metadata }).then(
+        (next) => void splice(open.accept(), next).then((r) => r.error && fail(r.error)),
+        (err: Error) => open.reject(OpenResult.INTERNAL, err.message),
+      );
+    });
+  }
+}
+
 export const muxClient = {
   maxPayload: MAX_PAYLOAD,
   open(transport: WsFrameTransport, maxStreams: number, initialWindow: number | undefined, fail: (err: Error) => void): MuxClient {
@@ -56,5 +83,13 @@ export const muxClient = {
       openStream: () => session.open({ bench: 'bulk' }),
       openStreams: () => session.streamCount,
     };
+  },
+  /** The 'relay' kind's connector: a dialling session that accepts the relay's opens. */
+  serve(transport: WsFrameTransport, maxStreams: number, stream: (s: MuxStream) => void, fail: (err: Error) => void): void {
+    const session = new Session(transport, options('client', transport, maxStreams, undefined));
+    session.on('open', (open: IncomingOpen) => stream(open.accept()));
+    session.on('close', (err?: Error) => {
+      if (err) fail(err);
+    });
   },
 };

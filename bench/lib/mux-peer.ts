@@ -10,7 +10,7 @@ import { connect as tlsConnect, createServer as createTlsServer, type TLSSocket 
 import type { Duplex } from 'node:stream';
 import { acceptUpgrade, connectWebSocket, createWebSocketServer, wsTransport } from '../../src/mux/ws-transport.js';
 import { MessagePeer, bulkDuplex, serveDuplex } from './bulk.js';
-import { muxClient, muxServer, type MuxClient } from './mux-kind.js';
+import { MuxRelay, muxClient, muxServer, type MuxClient } from './mux-kind.js';
 import { CHUNK, WIDE_WINDOW, type FromPeer, type Kind, type Snapshot, type TlsFiles, type ToPeer } from './protocol.js';
 
 /** Frame cap of the raw-ws comparison: one chunk plus room for a header. */
@@ -60,9 +60,14 @@ async function listen(kind: Kind, files: TlsFiles, maxStreams: number): Promise<
   }
   const server = createHttpsServer(tls);
   const wss = createWebSocketServer({ maxPayload: kind === 'ws' ? RAW_WS_MAX_PAYLOAD : muxServer.maxPayload });
+  const relay = kind === 'relay' ? new MuxRelay() : undefined;
   server.on('upgrade', (req, socket: Duplex, head: Buffer) => {
     acceptUpgrade(wss, req, socket, head).then((ws) => {
       const transport = wsTransport(ws);
+      if (relay) {
+        relay.attach(transport, maxStreams, fail);
+        return;
+      }
       if (kind === 'ws') {
         streams++;
         new MessagePeer(transport, true, connectionGone);
@@ -94,8 +99,14 @@ async function connect(kind: Kind, files: TlsFiles, port: number, maxStreams: nu
     return;
   }
   const maxPayload = kind === 'ws' ? RAW_WS_MAX_PAYLOAD : muxClient.maxPayload;
-  const { ws } = await connectWebSocket(`wss://127.0.0.1:${port}/`, { tls, maxPayload, handshakeTimeoutMs: HANDSHAKE_TIMEOUT_MS });
-  const transport = wsTransport(ws);
+  const dial = async () => wsTransport((await connectWebSocket(`wss://127.0.0.1:${port}/`, { tls, maxPayload, handshakeTimeoutMs: HANDSHAKE_TIMEOUT_MS })).ws);
+  if (kind === 'relay') {
+    // The connector's session first (the relay takes the first arrival for it), then the agent's.
+    muxClient.serve(await dial(), maxStreams, (s) => serveDuplex(s, fail), fail);
+    client = { kind: 'mux', mux: muxClient.open(await dial(), maxStreams, undefined, fail) };
+    return;
+  }
+  const transport = await dial();
   if (kind === 'ws') client = { kind, peer: new MessagePeer(transport, false, (err) => err && fail(err)) };
   else client = { kind: 'mux', mux: muxClient.open(transport, maxStreams, windowOf(kind), fail) };
 }

@@ -5,9 +5,12 @@
 
 /**
  * The ways bytes travel in the comparison: the session with its defaults, the session with
- * a wider stream window (how much of the gap to raw ws is the window), raw ws, plain TLS.
+ * a wider stream window (how much of the gap to raw ws is the window), raw ws, plain TLS;
+ * and 'relay': the client process dials twice (a connector's session, then an agent's) and
+ * the server process splices each agent stream to a stream it opens on the connector's
+ * session, as the relay does, so the server's CPU is the relay's.
  */
-export type Kind = 'mux' | 'mux-wide' | 'ws' | 'tls';
+export type Kind = 'mux' | 'mux-wide' | 'ws' | 'tls' | 'relay';
 
 /** Stream window of the 'mux-wide' kind (the session default is 256 KiB). */
 export const WIDE_WINDOW = 4 * 1024 * 1024;
