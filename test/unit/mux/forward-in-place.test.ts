@@ -2,7 +2,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { splice } from '../../../src/net/splice.js';
 import { Session } from '../../../src/mux/session.js';
 import type { MuxStream } from '../../../src/mux/stream.js';
-import { FakeClock, memoryTransportPair } from '../../helpers/mux.js';
+import { FakeClock, SeededBytes, memoryTransportPair } from '../../helpers/mux.js';
 import { readAll, until, writeSeeded } from '../../helpers/session-acceptance.js';
 
 /**
@@ -83,6 +83,27 @@ describe('forwarding a received payload without a copy', () => {
     expect(server.stats.framesForwardedInPlace).toBeGreaterThan(0);
     expect(server.stats.framesForwardedInPlace).toBeLessThanOrEqual(server.stats.framesIn);
     expect(server.stats.bytesOut).toBe(2 * 2 * 1024 * 1024);
+  });
+
+  it('small payloads (under 1 KiB) are not tracked: copied as before, intact', async () => {
+    const { client, server } = connect();
+    server.on('open', (o) => {
+      const s = o.accept();
+      s.pipe(s); // each received payload is written straight back
+    });
+    const stream = await client.open({});
+    let echoed = Buffer.alloc(0);
+    stream.on('data', (d: Buffer) => (echoed = Buffer.concat([echoed, d])));
+    // One 1000-byte message at a time, as an interactive protocol sends them (writes in the
+    // same tick would share a frame).
+    const sent = new SeededBytes('small').next(200 * 1000);
+    for (let i = 0; i < 200; i++) {
+      stream.write(sent.subarray(i * 1000, (i + 1) * 1000));
+      await until(() => echoed.length === (i + 1) * 1000, 'the echo');
+    }
+    expect(echoed).toEqual(sent);
+    expect(server.stats.framesForwardedInPlace).toBe(0);
+    expect(server.stats.bytesOut).toBe(200 * 1000);
   });
 
   it('a payload cut by the next stream (a smaller maxData there) is copied, and arrives intact', async () => {
