@@ -46,14 +46,16 @@ export interface InnerDialResult {
 export async function dialOnSession(conn: RelayConnection, req: InnerDialRequest, o: InnerDialOptions): Promise<InnerDialResult> {
   let stream: MuxStream;
   o.progress.stage = 'open';
+  // Held from the open on, then by the stream until it closes (see RelayConnection.hold).
+  let release: (() => void) | undefined = conn.hold();
   try {
     stream = await conn.session.open({ connector: req.connector, target: req.target }, { signal: o.signal });
   } catch (err) {
+    release();
     if (o.signal.aborted) throw o.signal.reason;
     throw dialError(err, 'open', req);
   }
 
-  let release: (() => void) | undefined = conn.hold();
   let resetBy: StreamError | undefined;
   const onStreamError = (err: Error): void => {
     if (err instanceof StreamError && err.remote) resetBy ??= err;

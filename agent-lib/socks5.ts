@@ -127,12 +127,19 @@ export async function startSocks(agent: Agent, options: SocksOptions): Promise<S
         }
       }
     };
+    // A client that ends before its request is complete will never complete it.
+    const onEnd = (): void => {
+      log.debug({ event: 'socks.client-ended', remote }, 'the client ended during the SOCKS5 handshake');
+      local.destroy();
+    };
     const stopHandshake = (): void => {
       clearTimeout(timer);
       local.off('data', onData);
+      local.off('end', onEnd);
       local.pause();
     };
     local.on('data', onData);
+    local.once('end', onEnd);
 
     const connect = (request: SocksRequest): void => {
       let target: Target;

@@ -40,6 +40,7 @@ const echo = () => connectorSide({ tls: material(pki, 'connector', 'hq'), accept
 beforeAll(async () => {
   pki = await makeTestPki();
   await pki.issue('connector', 'other', { org: 'st-mary' });
+  await pki.issue('connector', 'foreign', { org: 'elsewhere' });
   const mallory = await pki.issue('user', 'mallory', { org: 'st-mary' });
   await pki.revoke(mallory.cert);
   relay = await startFakeRelay(pki, () => undefined);
@@ -146,6 +147,11 @@ describe('Agent.dial refusals carry the precise code', () => {
   it('another connector of the same CA and org answering for "hq": POSTERN_ERR_ID_NAME_MISMATCH', async () => {
     relay.behavior = connectorSide({ tls: material(pki, 'connector', 'other') });
     await expect(newAgent().dial({ connector: 'hq', target: 'db.internal:5432' })).rejects.toMatchObject({ code: 'POSTERN_ERR_ID_NAME_MISMATCH', stage: 'inner-tls' });
+  });
+
+  it("a connector of another org answering: POSTERN_ERR_ID_ORG_MISMATCH (orgs are isolated end to end)", async () => {
+    relay.behavior = connectorSide({ tls: material(pki, 'connector', 'foreign') });
+    await expect(newAgent().dial({ connector: 'hq', target: 'db.internal:5432' })).rejects.toMatchObject({ code: 'POSTERN_ERR_ID_ORG_MISMATCH', stage: 'inner-tls' });
   });
 
   it("the relay's policy refusal: POSTERN_ERR_OPEN_POLICY_DENIED with the rule id in the message", async () => {
