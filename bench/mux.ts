@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { initPki, issueCertificate } from '../src/pki/index.js';
 import { Peer } from './lib/peers.js';
+import { median, spread, table } from './lib/stats.js';
 import { WIDE_WINDOW, type Direction, type Kind, type Snapshot, type TlsFiles } from './lib/protocol.js';
 
 const MiB = 1024 * 1024;
@@ -130,26 +131,9 @@ async function idle(files: { server: TlsFiles; client: TlsFiles }, count: number
 
 // --- statistics and formatting -----------------------------------------------------------
 
-function median(xs: readonly number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const mid = Math.floor(s.length / 2);
-  return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
-}
-
-function spread(xs: readonly number[], digits = 0): string {
-  const f = (x: number): string => x.toFixed(digits);
-  if (xs.length === 1) return f(xs[0]!);
-  return `${f(median(xs))} (${f(Math.min(...xs))}–${f(Math.max(...xs))})`;
-}
-
-
 /** Cores a process kept busy during the transfer (median): throughput × CPU time per byte. */
 function busy(rs: readonly BulkResult[], side: 'clientCpu' | 'serverCpu'): string {
   return median(rs.map((x) => (x.mibps / 1024) * x[side])).toFixed(2);
-}
-
-function table(header: string[], rows: string[][]): string {
-  return [`| ${header.join(' | ')} |`, `|${header.map(() => '---').join('|')}|`, ...rows.map((r) => `| ${r.join(' | ')} |`)].join('\n');
 }
 
 // --- the run -------------------------------------------------------------------------------
