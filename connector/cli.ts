@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { action } from '../src/cli/action.js';
-import { stopOnSignals } from '../src/cli/lifecycle.js';
+import { reloadOnSignal, stopOnSignals } from '../src/cli/lifecycle.js';
 import { loadConfigFile } from '../src/config/load-file.js';
 import { ConfigError } from '../src/errors.js';
 import { createLogger } from '../src/log.js';
@@ -38,10 +38,13 @@ export function registerConnectorCommand(program: Command): void {
           level: flags.logLevel ?? config.log.level,
           format: (flags.logFormat as 'json' | 'pretty' | undefined) ?? (process.stderr.isTTY ? 'pretty' : config.log.format),
         });
-        const connector = createConnector(config, { logger, baseDir });
+        // A change of the config file (or SIGHUP) applies its allowlist without a restart.
+        const reloadConfig = async () => (await loadConfigFile(flags.config, connectorConfigSchema)).config;
+        const connector = createConnector(config, { logger, baseDir, configFile: flags.config, reloadConfig });
         await connector.start();
         logger.info({ event: 'connector.started', identity: connector.identity.uri, relays: config.relays }, 'connector started');
         stopOnSignals(() => connector.stop(), logger);
+        reloadOnSignal(() => connector.reload(), logger);
       }),
     );
 }

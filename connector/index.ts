@@ -1,16 +1,18 @@
 import { createAuditLog, pinoAuditSink, type AuditLog } from '../src/audit/audit-log.js';
 import { resolveFrom } from '../src/config/load-file.js';
+import { watchFiles } from '../src/config/watch.js';
 import { ConfigError, isPosternError } from '../src/errors.js';
 import type { Identity } from '../src/identity/index.js';
 import type { Logger } from '../src/log.js';
 import { SESSION_DEFAULTS, Session, type Clock, type FrameTransport, type SessionOptions } from '../src/mux/index.js';
 import { connectWebSocket, wsTransport } from '../src/mux/ws-transport.js';
-import { compileAllowlist, parseTarget } from '../src/policy/index.js';
+import { RevocationIndex } from '../src/pki/index.js';
+import { checkAllowlist, compileAllowlist, parseTarget, type CompiledAllowlist } from '../src/policy/index.js';
 import { maxMessageSize } from '../src/protocol/frames.js';
-import { loadConnectorMaterial } from './material.js';
+import { ResetCode } from '../src/protocol/reasons.js';
+import { loadConnectorMaterial, type ConnectorMaterial } from './material.js';
 import type { ConnectorConfig } from './options.js';
-import { watchFiles } from './reload.js';
-import { HandshakeGate, handleStream, type StreamContext } from './stream-handler.js';
+import { HandshakeGate, handleStream, type ConnectorLiveStream, type StreamContext } from './stream-handler.js';
 import { createTargetDialer, type LookupFn } from './target-dialer.js';
 import { RelayTunnel, type TunnelStatus } from './tunnel.js';
 
@@ -21,6 +23,21 @@ export interface ConnectorDeps {
   baseDir?: string;
   /** Name resolution of targets; dns.lookup by default. */
   lookup?: LookupFn;
+  /**
+   * The config file, watched with the TLS files: a change (or SIGHUP) re-reads it through
+   * `reloadConfig` and applies its `allowlist`. Other fields need a restart.
+   */
+  configFile?: string;
+  reloadConfig?: () => Promise<ConnectorConfig>;
+}
+
+/** What one reload did; a group that fails to load keeps the old one in force. */
+export interface ConnectorReloadOutcome {
+  tls: 'applied' | 'failed';
+  /** 'unchanged' without a reloadConfig. */
+  allowlist: 'applied' | 'failed' | 'unchanged';
+  /** Live streams reset because the new CRL revokes the agent or the new allowlist denies it. */
+  streamsReset: number;
 }
 
 export interface ConnectorStatus {
@@ -35,6 +52,14 @@ export interface Connector {
   start(): Promise<void>;
   /** GOAWAY on every tunnel; live streams get limits.shutdownGraceMs; resolves once all are closed. */
   stop(): Promise<void>;
+  /**
+   * Re-reads the TLS files (and the config's allowlist with deps.reloadConfig); done by itself
+   * when a watched file changes, and on SIGHUP through the CLI. New tunnels and streams use the
+   * new material; live streams of an agent the new CRL revokes are reset REVOKED, those the new
+   * allowlist no longer allows POLICY_CHANGED. A file that does not load is refused with a
+   * `reload.failed` log line naming it, and the old material stays.
+   */
+  reload(): Promise<ConnectorReloadOutcome>;
   status(): ConnectorStatus;
 }
 
@@ -78,6 +103,15 @@ export function createConnector(config: ConnectorConfig, deps: ConnectorDeps): C
     return wsTransport(ws);
   };
 
+  const dialer = (list: CompiledAllowlist) =>
+    createTargetDialer({
+      allowlist: list,
+      hosts,
+      connectTimeoutMs: config.dial.connectTimeoutMs,
+      keepAliveMs: config.dial.keepAliveMs,
+      ...(deps.lookup ? { lookup: deps.lookup } : {}),
+    });
+  const live = new Set<ConnectorLiveStream>();
   const ctx: StreamContext = {
     trustDomain: config.trustDomain,
     self: identity,
@@ -85,16 +119,12 @@ export function createConnector(config: ConnectorConfig, deps: ConnectorDeps): C
     innerTls: material.innerTls,
     innerTimeoutMs: config.limits.innerHandshakeTimeoutMs,
     allowlist,
-    dial: createTargetDialer({
-      allowlist,
-      hosts,
-      connectTimeoutMs: config.dial.connectTimeoutMs,
-      keepAliveMs: config.dial.keepAliveMs,
-      ...(deps.lookup ? { lookup: deps.lookup } : {}),
-    }),
+    dial: dialer(allowlist),
     gate: new HandshakeGate(config.limits.maxConcurrentHandshakes),
     audit,
     logger: log,
+    live,
+    streamIdleTimeoutMs: config.limits.streamIdleTimeoutMs,
   };
 
   let tunnelSeq = 0;
@@ -120,15 +150,54 @@ export function createConnector(config: ConnectorConfig, deps: ConnectorDeps): C
       }),
   );
 
-  /** New tunnels and streams take the new material; live ones keep theirs. A failed reload keeps the old. */
-  const reload = (): void => {
+  /** Reloads are serialized: a burst of changes never runs two sweeps over half-applied state. */
+  let reloading: Promise<unknown> = Promise.resolve();
+  const reload = (): Promise<ConnectorReloadOutcome> => {
+    const next = reloading.then(reloadNow);
+    reloading = next.catch(() => undefined);
+    return next;
+  };
+  const reloadNow = async (): Promise<ConnectorReloadOutcome> => {
+    const outcome: ConnectorReloadOutcome = { tls: 'applied', allowlist: 'unchanged', streamsReset: 0 };
+    const refuse = (group: 'tls' | 'allowlist', err: unknown, fallback: string): void => {
+      if (!isPosternError(err)) throw err;
+      outcome[group] = 'failed';
+      const details = err.details as { path?: unknown; source?: unknown };
+      const failed = typeof details.path === 'string' ? details.path : typeof details.source === 'string' ? details.source : fallback;
+      log.error({ event: 'reload.failed', group, code: err.code, file: failed, err: err.message }, `reload refused, the previous ${group === 'tls' ? 'TLS files stay' : 'allowlist stays'} in force: ${err.message}`);
+    };
     try {
       material = loadConnectorMaterial(config, file, { keep: identity });
       ctx.innerTls = material.innerTls;
-      log.info({ event: 'connector.reloaded', files: material.files }, 'TLS files reloaded');
+      const revocation = RevocationIndex.fromCrls(innerCrls(material));
+      log.info({ event: 'reload.applied', group: 'tls', files: material.files, revoked: revocation.size }, 'TLS files reloaded: new tunnels and streams use them');
+      for (const s of [...live]) {
+        if (!revocation.isRevoked(s.certificate)) continue;
+        s.end({ code: ResetCode.REVOKED, reason: 'revoked', detail: `the certificate of ${s.identity.uri} (serial ${s.certificate.serial}) is revoked by the reloaded CRL` });
+        outcome.streamsReset++;
+      }
     } catch (err) {
-      log.warn({ event: 'connector.reload-failed', code: isPosternError(err) ? err.code : undefined, err: (err as Error).message }, 'TLS files changed but could not be loaded; keeping the previous ones');
+      refuse('tls', err, file(config.tls.cert));
     }
+    if (deps.reloadConfig) {
+      try {
+        const next = compileAllowlist((await deps.reloadConfig()).allowlist, 'allowlist');
+        ctx.allowlist = next;
+        ctx.dial = dialer(next);
+        outcome.allowlist = 'applied';
+        log.info({ event: 'reload.applied', group: 'allowlist', file: deps.configFile }, 'allowlist reloaded: new streams use it');
+        for (const s of [...live]) {
+          const check = checkAllowlist(next, s.identity, s.target);
+          if (check.allow) continue;
+          s.end({ code: ResetCode.POLICY_CHANGED, reason: 'policy-changed', detail: `connector allowlist changed: ${check.reason}` });
+          outcome.streamsReset++;
+        }
+      } catch (err) {
+        refuse('allowlist', err, deps.configFile ?? 'config');
+      }
+    }
+    if (outcome.streamsReset > 0) log.warn({ event: 'reload.reset', streams: outcome.streamsReset }, `reload: ${outcome.streamsReset} stream(s) reset`);
+    return outcome;
   };
   let unwatch: (() => void) | undefined;
 
@@ -139,7 +208,9 @@ export function createConnector(config: ConnectorConfig, deps: ConnectorDeps): C
       if (state !== 'new') return;
       state = 'running';
       log.info({ event: 'connector.starting', identity: identity.uri, relays: config.relays }, `connector ${identity.uri} starting`);
-      unwatch = watchFiles(material.files, config.reload.intervalMs, reload);
+      unwatch = watchFiles([...material.files, ...(deps.configFile && deps.reloadConfig ? [deps.configFile] : [])], config.reload.intervalMs, () => {
+        reload().catch((err: unknown) => log.error({ err, event: 'connector.reload-internal' }, 'reload failed unexpectedly'));
+      });
       for (const tunnel of tunnels) tunnel.start();
     },
     async stop() {
@@ -149,6 +220,7 @@ export function createConnector(config: ConnectorConfig, deps: ConnectorDeps): C
       await Promise.all(tunnels.map((t) => t.stop()));
       log.info({ event: 'connector.stopped' }, 'connector stopped');
     },
+    reload,
     status() {
       return { identity: identity.uri, tunnels: tunnels.map((t) => t.status()) };
     },
@@ -158,6 +230,13 @@ export function createConnector(config: ConnectorConfig, deps: ConnectorDeps): C
 /** `wss://relay.example:443/` → `wss://relay.example:443/v1/tunnel` (a configured path prefix is kept). */
 export function tunnelUrl(relay: string): string {
   return `${relay.replace(/\/+$/, '')}/v1/tunnel`;
+}
+
+/** The inner CRLs in force (agents' certificates are checked against these). */
+function innerCrls(material: ConnectorMaterial): Buffer[] {
+  const crl = material.innerTls.crl;
+  const list = crl === undefined ? [] : Array.isArray(crl) ? crl : [crl];
+  return list.map((c) => (typeof c === 'string' ? Buffer.from(c) : Buffer.from(c)));
 }
 
 /** `hosts` keys become canonical names, so they match targets whatever their spelling. */

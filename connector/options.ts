@@ -75,6 +75,11 @@ export const connectorConfigSchema = z.strictObject({
       maxConcurrentHandshakes: z.number().int().positive().default(64),
       /** On stop, live streams get this long to finish before they are reset. */
       shutdownGraceMs: positiveMs.default(5_000),
+      /**
+       * A stream quiet both ways this long is reset with IDLE_TIMEOUT and its target connection
+       * closed. 0 (the default) is off: a psql session idle for hours must survive.
+       */
+      streamIdleTimeoutMs: z.number().int().nonnegative().default(0),
       session: sessionLimitsSchema.prefault({}),
     })
     .prefault({}),

@@ -5,9 +5,10 @@ import { PosternError, isPosternError } from '../src/errors.js';
 import type { Identity } from '../src/identity/index.js';
 import type { Logger } from '../src/log.js';
 import { StreamError, type IncomingOpen, type MuxStream } from '../src/mux/index.js';
+import { watchIdle } from '../src/net/idle.js';
 import { readMessage } from '../src/net/read-message.js';
 import { splice } from '../src/net/splice.js';
-import { peerIdentity } from '../src/pki/index.js';
+import { certificateRef, peerIdentity, type CertificateRef } from '../src/pki/index.js';
 import { allowlistDeniedError, checkAllowlist, firstMatch, parseTarget, type CompiledAllowlist, type Target } from '../src/policy/index.js';
 import { decodeInnerRequest, encodeInnerResponse, type InnerRequest } from '../src/protocol/inner.js';
 import { OpenResult, ResetCode } from '../src/protocol/reasons.js';
@@ -50,6 +51,30 @@ export interface StreamContext {
   gate: HandshakeGate;
   audit: AuditLog;
   logger: Logger;
+  /** Streams spliced to their target, for the resets after a CRL or allowlist reload. */
+  live: Set<ConnectorLiveStream>;
+  /** A stream quiet both ways this long is reset with IDLE_TIMEOUT; 0 is off. */
+  streamIdleTimeoutMs: number;
+}
+
+/** Why the connector itself cuts a live stream: the RESET code and the audit reason. */
+export interface StreamEnd {
+  code: number;
+  /** Machine-readable: revoked, policy-changed, idle-timeout. */
+  reason: string;
+  detail: string;
+}
+
+/** A stream spliced to its target, as a reload sweep sees it. */
+export interface ConnectorLiveStream {
+  readonly correlationId: string;
+  /** The agent's identity from the inner TLS handshake. */
+  readonly identity: Identity;
+  /** The agent's inner certificate (serial, issuer), to find it in a reloaded CRL. */
+  readonly certificate: CertificateRef;
+  readonly target: Target;
+  /** Resets the agent's stream with `end.code` and closes the target connection (once); audited. */
+  end(end: StreamEnd): void;
 }
 
 /** What the audit events of one stream share. */
@@ -65,6 +90,7 @@ interface Established {
   tls: TLSSocket;
   target: Socket;
   identity: Identity;
+  certificate: CertificateRef;
 }
 
 /**
@@ -250,22 +276,46 @@ async function establish(
   }
   tls.write(encodeInnerResponse({ status: OpenResult.OK, message: 'connected' }));
   ctx.audit.emit({ event: 'stream.open', ...facts, decision: 'allow', reason: 'allowlist', detail: `${check.reason}; dialed ${address}` });
-  return { inner, tls, target: socket, identity };
+  return { inner, tls, target: socket, identity, certificate: certificateRef(tls.getPeerCertificate(false).raw) };
 }
 
 /** Splices the inner TLS session with the target socket and audits the close. */
 async function relay(e: Established, target: Target, facts: StreamFacts, startedAt: number, ctx: StreamContext): Promise<void> {
-  const result = await splice(e.tls, e.target, {
+  let ended: StreamEnd | undefined;
+  const live: ConnectorLiveStream = {
+    correlationId: facts.correlationId,
+    identity: e.identity,
+    certificate: e.certificate,
+    target,
+    end(end) {
+      if (ended || (e.tls.destroyed && e.target.destroyed)) return;
+      ended = end;
+      ctx.audit.emit({ event: 'stream.reset', correlationId: facts.correlationId, principal: facts.principal, reason: end.reason, detail: end.detail });
+      // The RESET carries the reason to the agent; TLS and the target connection go with it.
+      e.inner.reset(end.code, end.detail);
+      e.tls.destroy();
+      e.target.destroy();
+    },
+  };
+  ctx.live.add(live);
+  const spliced = splice(e.tls, e.target, {
     peerFailure: (side, cause) => {
       // The target failed: the agent learns PEER_GONE (not a bare CANCEL) before TLS tears the stream down.
       if (side === 'b') e.inner.reset(ResetCode.PEER_GONE, `target ${target.canonical}: ${cause.message}`);
       return cause;
     },
   });
+  watchIdle([e.tls, e.target], {
+    timeoutMs: ctx.streamIdleTimeoutMs,
+    onIdle: (idleMs) =>
+      live.end({ code: ResetCode.IDLE_TIMEOUT, reason: 'idle-timeout', detail: `no byte either way for ${Math.round(idleMs)} ms (limits.streamIdleTimeoutMs=${ctx.streamIdleTimeoutMs})` }),
+  });
+  const result = await spliced;
+  ctx.live.delete(live);
   // A CANCEL after both close_notify were exchanged ends a complete conversation: an agent whose
   // TLS layer drops the stream on our close_notify, before its own FIN went out, lost no byte.
   const complete = e.tls.readableEnded && e.tls.writableEnded && result.failedSide === 'a' && result.error !== undefined && isCancel(result.error);
-  const reason = result.error && !complete ? `${result.failedSide === 'a' ? 'agent' : 'target'}: ${errorName(result.error)}` : 'closed';
+  const reason = ended ? ended.reason : result.error && !complete ? `${result.failedSide === 'a' ? 'agent' : 'target'}: ${errorName(result.error)}` : 'closed';
   ctx.audit.emit({
     event: 'stream.close',
     ...facts,

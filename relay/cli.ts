@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { resolve } from 'node:path';
 import { action } from '../src/cli/action.js';
-import { stopOnSignals } from '../src/cli/lifecycle.js';
+import { reloadOnSignal, stopOnSignals } from '../src/cli/lifecycle.js';
 import { loadConfigFile } from '../src/config/load-file.js';
 import { parseListenAddress } from '../src/config/schemas.js';
 import { ConfigError } from '../src/errors.js';
@@ -39,6 +39,8 @@ export function registerRelay(program: Command): void {
       const tap = flags.tapDir === undefined ? config.tap : { dir: resolve(flags.tapDir), maxBytes: config.tap?.maxBytes ?? 65_536 };
       const relay = await createRelay({ ...config, listen, tap }, { logger, baseDir });
       await relay.start();
+      // SIGTERM/SIGINT drain for drain.graceMs (a second signal exits at once); SIGHUP reloads.
       stopOnSignals(() => relay.stop(), logger);
+      reloadOnSignal(() => relay.reload(), logger);
     }));
 }

@@ -5,19 +5,23 @@ import type { Duplex } from 'node:stream';
 import type { TLSSocket } from 'node:tls';
 import { createAuditLog, pinoAuditSink, type AuditLog } from '../src/audit/audit-log.js';
 import { resolveFrom } from '../src/config/load-file.js';
-import { ConfigError, isPosternError } from '../src/errors.js';
-import { identityFromCertificate, type Identity } from '../src/identity/index.js';
+import { watchFiles } from '../src/config/watch.js';
+import { isPosternError } from '../src/errors.js';
+import type { Identity } from '../src/identity/index.js';
 import type { Logger } from '../src/log.js';
 import { Session, SESSION_DEFAULTS } from '../src/mux/index.js';
 import { acceptUpgrade, createWebSocketServer, refuseUpgrade, wsTransport } from '../src/mux/ws-transport.js';
-import { loadTlsMaterial, mapTlsError, serverTlsOptions } from '../src/pki/index.js';
-import { loadPolicyFile, type CompiledPolicy } from '../src/policy/index.js';
-import { GoAwayReason, OpenResult } from '../src/protocol/reasons.js';
+import { certificateRef, mapTlsError, serverTlsOptions, type CertificateRef } from '../src/pki/index.js';
+import type { CompiledPolicy } from '../src/policy/index.js';
+import { GoAwayReason, OpenResult, ResetCode } from '../src/protocol/reasons.js';
 import { maxMessageSize } from '../src/protocol/frames.js';
 import { admit } from './door.js';
 import { handleAgentOpen, type LiveStream } from './opens.js';
 import type { RelayConfig } from './options.js';
 import { ConnectorRegistry, type Tunnel } from './registry.js';
+import {
+  failedFile, loadRelayPolicy, loadRelayTls, resetDisallowed, resetRevoked, type AgentSessionRecord, type RelayTls,
+} from './reload.js';
 
 export interface RelayDeps {
   logger: Logger;
@@ -33,35 +37,60 @@ export interface RelayStatus {
   connectors: Array<{ connector: string; tunnels: Array<{ id: string; since: string; streams: number; remote?: string }> }>;
   agentSessions: number;
   liveStreams: number;
+  /** The policy in force: its source and when it was loaded. */
+  policy: { source: string; loadedAt: string };
+  /** Reloads applied and refused since start (file changes and SIGHUP). */
+  reloads: { applied: number; failed: number };
+}
+
+/** What one reload did: each group of files applied, unchanged-but-reread, or refused (old kept). */
+export interface ReloadOutcome {
+  tls: 'applied' | 'failed';
+  policy: 'applied' | 'failed';
+  /** Live streams reset because the new CRL revokes a peer or the new policy denies them. */
+  streamsReset: number;
+  /** Agent sessions and tunnels terminated because the new CRL revokes their certificate. */
+  sessionsTerminated: number;
 }
 
 export interface Relay {
   start(): Promise<{ host: string; port: number }>;
-  /** GOAWAY to every session, stop accepting, let live streams finish within `graceMs`, then close. */
+  /**
+   * Graceful drain: GOAWAY(DRAIN) on every tunnel and agent session, new sessions and opens
+   * refused with GOING_AWAY, live streams get `graceMs` (default drain.graceMs) to finish, those
+   * left are reset with DRAIN_TIMEOUT; then the listener and every connection close.
+   */
   stop(graceMs?: number): Promise<void>;
+  /**
+   * Re-reads certificate, key, trust bundle, CRLs and the policy (done by itself when one of
+   * them changes, and on SIGHUP through the CLI). A group that fails to load is refused with
+   * a `reload.failed` log line naming the file, and the old one stays in force. New TLS
+   * handshakes use the new material; live streams and sessions the new CRL or policy no longer
+   * allow are reset (REVOKED, POLICY_CHANGED) or terminated (GOAWAY REVOKED).
+   */
+  reload(): Promise<ReloadOutcome>;
   status(): RelayStatus;
+  /** True from the start of stop(): readiness probes should fail. */
+  readonly draining: boolean;
   readonly identity: Identity;
 }
+
+/**
+ * After the grace period: sessions cancel what is still pending this much later, and their
+ * sockets are cut twice as late (a peer that never answers the WebSocket close handshake).
+ */
+const DRAIN_CLOSE_BOUND_MS = 1_000;
 
 export async function createRelay(config: RelayConfig, deps: RelayDeps): Promise<Relay> {
   const log = deps.logger;
   const audit = deps.audit ?? createAuditLog('relay', [pinoAuditSink(log)]);
   const file = (p: string) => resolveFrom(deps.baseDir, p);
-  const material = loadTlsMaterial({
-    cert: file(config.tls.cert),
-    key: file(config.tls.key),
-    ca: file(config.tls.ca),
-    ...(config.tls.crl ? { crl: Array.isArray(config.tls.crl) ? config.tls.crl.map(file) : file(config.tls.crl) } : {}),
-  });
-  const identity = identityFromCertificate(material.cert, { trustDomain: config.trustDomain, presentedAs: 'relay-server' });
+  let tls: RelayTls = loadRelayTls(config, file);
+  const identity = tls.identity;
   const policyPath = file(config.policy.file);
-  let policy: CompiledPolicy = await loadPolicyFile(policyPath);
-  if (policy.trustDomain !== config.trustDomain) {
-    throw new ConfigError(
-      'POSTERN_ERR_CONFIG_INVALID',
-      `${policyPath}: field "trustDomain" is "${policy.trustDomain}" but the relay's is "${config.trustDomain}"`,
-    );
-  }
+  let policy: CompiledPolicy = await loadRelayPolicy(policyPath, config.trustDomain);
+  let policyLoadedAt = new Date();
+  const reloads = { applied: 0, failed: 0 };
 
   const sessionOptions = { ...config.limits.session };
   const maxPayload = maxMessageSize({
@@ -71,14 +100,17 @@ export async function createRelay(config: RelayConfig, deps: RelayDeps): Promise
   });
   const wss = createWebSocketServer({ maxPayload });
   const registry = new ConnectorRegistry();
-  const agentSessions = new Set<Session>();
+  const agentSessions = new Map<Session, AgentSessionRecord>();
   const live = new Set<LiveStream>();
   const sockets = new Set<Socket>();
   let draining = false;
+  let stopping: Promise<void> | undefined;
+  let unwatch: (() => void) | undefined;
   let sessionCount = 0;
   let tunnelSeq = 0;
 
-  const server: Server = createServer({ ...serverTlsOptions(material, { handshakeTimeoutMs: config.limits.handshakeTimeoutMs }) }, (_req, res) => {
+  const tlsOptions = (t: RelayTls) => serverTlsOptions(t.material, { handshakeTimeoutMs: config.limits.handshakeTimeoutMs });
+  const server: Server = createServer(tlsOptions(tls), (_req, res) => {
     res.writeHead(426, { 'content-type': 'application/json', connection: 'close' });
     res.end(JSON.stringify({ code: 'POSTERN_ERR_USAGE', message: 'this port speaks WebSocket (postern.v1) only' }));
   });
@@ -108,7 +140,9 @@ export async function createRelay(config: RelayConfig, deps: RelayDeps): Promise
       audit.emit({ event: 'handshake.refused', place: admission.door ?? 'upgrade', code: admission.code, reason: admission.message, remote });
       return refuseUpgrade(socket, admission.status, admission.code, admission.message);
     }
-    if (draining) return refuseUpgrade(socket, 503, 'POSTERN_ERR_OPEN_GOING_AWAY', 'this relay is draining: use another relay');
+    if (draining) return refuseUpgrade(socket, 503, 'POSTERN_ERR_OPEN_GOING_AWAY', 'this relay is draining (shutting down): use another relay');
+    const raw = (req.socket as TLSSocket).getPeerCertificate(false).raw;
+    const certificate: CertificateRef = certificateRef(raw);
     if (sessionCount >= config.limits.maxSessions) {
       log.warn({ event: 'limit.hit', limit: 'maxSessions', value: config.limits.maxSessions }, 'session limit reached');
       return refuseUpgrade(socket, 503, 'POSTERN_ERR_OPEN_LIMIT_REACHED', `this relay holds its maximum of ${config.limits.maxSessions} sessions`);
@@ -124,9 +158,20 @@ export async function createRelay(config: RelayConfig, deps: RelayDeps): Promise
     sessionCount++;
     session.once('close', () => sessionCount--);
     const peer = admission.identity;
-    if (admission.door === 'connector') return onTunnel(session, peer, remote);
+    if (draining) {
+      // The drain began while this upgrade completed: the peer learns it at once.
+      session.goAway(GoAwayReason.DRAIN, 'relay draining: reconnect to another relay');
+      void session.close();
+      return;
+    }
+    if (tls.revocation.isRevoked(certificate)) {
+      // Its handshake ran against the CRL a reload has just replaced.
+      session.terminate(GoAwayReason.REVOKED, `the certificate of ${peer.uri} (serial ${certificate.serial}) is revoked`);
+      return;
+    }
+    if (admission.door === 'connector') return onTunnel(session, peer, certificate, remote);
 
-    agentSessions.add(session);
+    agentSessions.set(session, { session, identity: peer, certificate });
     log.info({ event: 'agent.connected', principal: peer.uri, remote }, 'agent session up');
     session.on('open', (incoming) => {
       handleAgentOpen(incoming, peer, {
@@ -139,6 +184,8 @@ export async function createRelay(config: RelayConfig, deps: RelayDeps): Promise
         draining: () => draining,
         live,
         tap: config.tap ? { dir: file(config.tap.dir), maxBytes: config.tap.maxBytes } : undefined,
+        principalCertificate: certificate,
+        streamIdleTimeoutMs: config.limits.streamIdleTimeoutMs,
       }).catch((err: unknown) => log.error({ err, event: 'relay.open-failed' }, 'open handling failed'));
     });
     session.once('close', (err) => {
@@ -147,8 +194,8 @@ export async function createRelay(config: RelayConfig, deps: RelayDeps): Promise
     });
   }
 
-  function onTunnel(session: Session, peer: Identity, remote: string): void {
-    const tunnel: Tunnel = { id: `t${++tunnelSeq}`, session, identity: peer, remote, since: new Date() };
+  function onTunnel(session: Session, peer: Identity, certificate: CertificateRef, remote: string): void {
+    const tunnel: Tunnel = { id: `t${++tunnelSeq}`, session, identity: peer, certificate, remote, since: new Date() };
     const connector = `${peer.org}/${peer.name}`;
     if (!policy.orgs.get(peer.org ?? '')?.connectors.has(peer.name)) {
       log.warn({ event: 'tunnel.undeclared', connector: peer.uri }, 'connector is not declared in the policy: no open will reach it until it is');
@@ -165,6 +212,87 @@ export async function createRelay(config: RelayConfig, deps: RelayDeps): Promise
 
   let address: { host: string; port: number } | undefined;
 
+  /** Reloads are serialized: a burst of changes never runs two sweeps over half-applied state. */
+  let reloading: Promise<unknown> = Promise.resolve();
+  function reload(): Promise<ReloadOutcome> {
+    const next = reloading.then(reloadNow);
+    reloading = next.catch(() => undefined);
+    return next;
+  }
+
+  async function reloadNow(): Promise<ReloadOutcome> {
+    const outcome: ReloadOutcome = { tls: 'applied', policy: 'applied', streamsReset: 0, sessionsTerminated: 0 };
+    const refuse = (group: 'tls' | 'policy', err: unknown, fallback: string): void => {
+      if (!isPosternError(err)) throw err;
+      outcome[group] = 'failed';
+      reloads.failed++;
+      const failed = failedFile(err, fallback);
+      log.error({ event: 'reload.failed', group, code: err.code, file: failed, err: err.message }, `reload refused, the previous ${group === 'tls' ? 'TLS files stay' : 'policy stays'} in force: ${err.message}`);
+    };
+    try {
+      const next = loadRelayTls(config, file, identity);
+      server.setSecureContext(tlsOptions(next));
+      tls = next;
+      reloads.applied++;
+      log.info({ event: 'reload.applied', group: 'tls', files: next.files, revoked: next.revocation.size }, 'TLS files reloaded: new handshakes use them');
+      const swept = resetRevoked(tls.revocation, { live, tunnels: registry.all(), agentSessions: agentSessions.values() }, log);
+      outcome.streamsReset += swept.streamsReset;
+      outcome.sessionsTerminated += swept.sessionsTerminated;
+    } catch (err) {
+      refuse('tls', err, file(config.tls.cert));
+    }
+    try {
+      const next = await loadRelayPolicy(policyPath, config.trustDomain);
+      policy = next;
+      policyLoadedAt = new Date();
+      reloads.applied++;
+      log.info({ event: 'reload.applied', group: 'policy', file: policyPath, rules: next.rules.length }, 'policy reloaded: new opens use it');
+      outcome.streamsReset += resetDisallowed(policy, live);
+    } catch (err) {
+      refuse('policy', err, policyPath);
+    }
+    if (outcome.streamsReset > 0 || outcome.sessionsTerminated > 0) {
+      log.warn({ event: 'reload.reset', streams: outcome.streamsReset, sessions: outcome.sessionsTerminated }, `reload: ${outcome.streamsReset} stream(s) reset, ${outcome.sessionsTerminated} session(s) terminated`);
+    }
+    return outcome;
+  }
+
+  /** See Relay.stop(). Resolves once the listener and every connection are closed. */
+  async function drain(graceMs: number): Promise<void> {
+    draining = true;
+    unwatch?.();
+    const startedAt = Date.now();
+    const sessions = [...registry.all().map((t) => t.session), ...agentSessions.keys()];
+    log.info(
+      { event: 'relay.draining', graceMs, liveStreams: live.size, tunnels: registry.all().length, agentSessions: agentSessions.size },
+      `draining: GOAWAY sent, ${live.size} live stream(s) get up to ${graceMs} ms`,
+    );
+    for (const session of sessions) session.goAway(GoAwayReason.DRAIN, 'relay draining: reconnect to another relay');
+    // Each session closes once its last stream has ended (an idle one at once); what its own
+    // drain timeout still finds a little after the grace (opens pending) it cancels.
+    const closed = Promise.all(sessions.map((s) => s.close({ timeoutMs: graceMs + DRAIN_CLOSE_BOUND_MS })));
+    let timer: NodeJS.Timeout | undefined;
+    const graceOver = new Promise<'timeout'>((resolve) => {
+      timer = setTimeout(() => resolve('timeout'), graceMs);
+    });
+    const first = await Promise.race([closed.then(() => 'closed' as const), graceOver]);
+    clearTimeout(timer);
+    let reset = 0;
+    if (first === 'timeout') {
+      for (const s of [...live]) {
+        s.end({ code: ResetCode.DRAIN_TIMEOUT, reason: 'drain-timeout', detail: `the relay is stopping and drain.graceMs (${graceMs} ms) is over` });
+        reset++;
+      }
+      // A peer that never answers the WebSocket close handshake is cut by the socket teardown below.
+      await Promise.race([closed, new Promise<void>((resolve) => setTimeout(resolve, 2 * DRAIN_CLOSE_BOUND_MS).unref())]);
+    }
+    await new Promise<void>((resolve) => {
+      server.close(() => resolve());
+      for (const socket of sockets) socket.destroy();
+    });
+    log.info({ event: 'relay.stopped', durationMs: Date.now() - startedAt, streamsReset: reset }, 'relay stopped');
+  }
+
   return {
     identity,
     async start() {
@@ -178,16 +306,18 @@ export async function createRelay(config: RelayConfig, deps: RelayDeps): Promise
       const info = server.address() as AddressInfo;
       address = { host: info.address, port: info.port };
       log.info({ event: 'relay.listening', ...address, identity: identity.uri, policy: policy.source }, `relay listening on ${info.address}:${info.port}`);
+      unwatch = watchFiles([...tls.files, policyPath], config.reload.intervalMs, () => {
+        reload().catch((err: unknown) => log.error({ err, event: 'relay.reload-internal' }, 'reload failed unexpectedly'));
+      });
       return address;
     },
-    async stop(graceMs = 10_000) {
-      draining = true;
-      server.close();
-      const sessions = [...registry.all().map((t) => t.session), ...agentSessions];
-      for (const session of sessions) session.goAway(GoAwayReason.DRAIN, 'relay stopping');
-      await Promise.all(sessions.map((s) => s.close({ timeoutMs: graceMs }).catch(() => undefined)));
-      for (const socket of sockets) socket.destroy();
-      log.info({ event: 'relay.stopped' }, 'relay stopped');
+    stop(graceMs = config.drain.graceMs) {
+      stopping ??= drain(graceMs);
+      return stopping;
+    },
+    reload,
+    get draining() {
+      return draining;
     },
     status() {
       const byConnector = new Map<string, RelayStatus['connectors'][number]>();
@@ -204,6 +334,8 @@ export async function createRelay(config: RelayConfig, deps: RelayDeps): Promise
         connectors: [...byConnector.values()],
         agentSessions: agentSessions.size,
         liveStreams: live.size,
+        policy: { source: policy.source, loadedAt: policyLoadedAt.toISOString() },
+        reloads: { ...reloads },
       };
     },
   };

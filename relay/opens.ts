@@ -5,9 +5,11 @@ import type { Identity } from '../src/identity/index.js';
 import type { Logger } from '../src/log.js';
 import { OpenError, StreamError, type IncomingOpen, type MuxStream } from '../src/mux/index.js';
 import { describeOpenResult, OpenResult, ResetCode } from '../src/protocol/reasons.js';
-import { authorize, parseTarget, type CompiledPolicy, type Target } from '../src/policy/index.js';
+import { authorize, parseTarget, type CompiledPolicy, type Decision, type Target } from '../src/policy/index.js';
+import { watchIdle } from '../src/net/idle.js';
 import { splice } from '../src/net/splice.js';
-import type { ConnectorRegistry } from './registry.js';
+import type { CertificateRef } from '../src/pki/index.js';
+import type { ConnectorRegistry, Tunnel } from './registry.js';
 import { tapStream } from './tap.js';
 
 export interface OpenContext {
@@ -22,6 +24,19 @@ export interface OpenContext {
   readonly live: Set<LiveStream>;
   /** Auditor's tap (relay/tap.ts), when enabled. */
   readonly tap?: { dir: string; maxBytes: number } | undefined;
+  /** The agent's certificate (serial, issuer), to find its streams when a reloaded CRL revokes it. */
+  readonly principalCertificate: CertificateRef;
+  /** A stream quiet both ways this long is reset with IDLE_TIMEOUT; 0 is off. */
+  readonly streamIdleTimeoutMs: number;
+}
+
+/** Why the relay itself cuts a live stream: the RESET code both legs get, and the audit reason. */
+export interface StreamEnd {
+  code: number;
+  /** Machine-readable: revoked, policy-changed, idle-timeout, drain-timeout. */
+  reason: string;
+  /** For the humans: sent with the RESET and written to the audit trail. */
+  detail: string;
 }
 
 export interface LiveStream {
@@ -30,9 +45,19 @@ export interface LiveStream {
   readonly connector: string;
   readonly target: Target;
   readonly ruleId: string | undefined;
+  readonly principalCertificate: CertificateRef;
+  /** The connector tunnel the stream runs on. */
+  readonly tunnel: Tunnel;
   readonly agentStream: MuxStream;
   readonly connectorStream: MuxStream;
   readonly startedAt: number;
+  /** Resets both legs with `end.code` (once), audited as stream.reset and in the stream.close reason. */
+  end(end: StreamEnd): void;
+}
+
+/** The policy's verdict on a live stream after a reload; denied streams are reset POLICY_CHANGED. */
+export function decide(policy: CompiledPolicy, s: Pick<LiveStream, 'principal' | 'connector' | 'target'>): Decision {
+  return authorize(policy, { principal: s.principal, connector: s.connector, target: s.target }, { explain: false });
 }
 
 /**
@@ -64,7 +89,8 @@ export async function handleAgentOpen(incoming: IncomingOpen, principal: Identit
   }
   base.target = target.canonical;
 
-  const decision = authorize(ctx.policy(), { principal, connector, target }, { explain: false });
+  const decidedWith = ctx.policy();
+  const decision = decide(decidedWith, { principal, connector, target });
   if (!decision.allow) {
     // Whether another org owns that id is none of the agent's business: both read "unknown".
     if (decision.reason === 'unknown-connector' || decision.reason === 'org-isolation') {
@@ -105,10 +131,41 @@ export async function handleAgentOpen(incoming: IncomingOpen, principal: Identit
   }
   ctx.audit.emit({ event: 'stream.open', ...base, decision: 'allow', reason: 'rule', ruleId: decision.ruleId });
 
-  const live: LiveStream = { correlationId, principal, connector, target, ruleId: decision.ruleId, agentStream, connectorStream, startedAt: Date.now() };
+  let ended: StreamEnd | undefined;
+  const live: LiveStream = {
+    correlationId,
+    principal,
+    connector,
+    target,
+    ruleId: decision.ruleId,
+    principalCertificate: ctx.principalCertificate,
+    tunnel,
+    agentStream,
+    connectorStream,
+    startedAt: Date.now(),
+    end(end) {
+      if (ended || (agentStream.destroyed && connectorStream.destroyed)) return;
+      ended = end;
+      ctx.audit.emit({ event: 'stream.reset', correlationId, principal: principal.uri, reason: end.reason, detail: end.detail });
+      // Both legs at once: each peer learns the relay's own reason, not a PEER_GONE echo.
+      connectorStream.reset(end.code, end.detail);
+      agentStream.reset(end.code, end.detail);
+    },
+  };
   ctx.live.add(live);
+  // A policy reloaded while the connector answered has not seen this stream in its sweep.
+  if (ctx.policy() !== decidedWith) {
+    const now = decide(ctx.policy(), live);
+    if (!now.allow) live.end({ code: ResetCode.POLICY_CHANGED, reason: 'policy-changed', detail: policyChangedDetail(now, live) });
+  }
   if (ctx.tap) tapStream(ctx.tap.dir, ctx.tap.maxBytes, correlationId, agentStream, connectorStream);
-  const result = await splice(agentStream, connectorStream, { peerFailure: (side, cause) => legFailure(side, cause) });
+  const spliced = splice(agentStream, connectorStream, { peerFailure: (side, cause) => legFailure(side, cause) });
+  watchIdle([agentStream, connectorStream], {
+    timeoutMs: ctx.streamIdleTimeoutMs,
+    onIdle: (idleMs) =>
+      live.end({ code: ResetCode.IDLE_TIMEOUT, reason: 'idle-timeout', detail: `no byte either way for ${Math.round(idleMs)} ms (limits.streamIdleTimeoutMs=${ctx.streamIdleTimeoutMs})` }),
+  });
+  const result = await spliced;
   ctx.live.delete(live);
   ctx.audit.emit({
     event: 'stream.close',
@@ -116,8 +173,14 @@ export async function handleAgentOpen(incoming: IncomingOpen, principal: Identit
     bytesUp: result.aToB,
     bytesDown: result.bToA,
     durationMs: Date.now() - live.startedAt,
-    reason: result.error ? closeReason(result.failedSide, result.error) : 'closed',
+    reason: ended ? ended.reason : result.error ? closeReason(result.failedSide, result.error) : 'closed',
   });
+}
+
+/** Why a reloaded policy no longer allows a live stream, for its RESET and the audit trail. */
+export function policyChangedDetail(decision: Decision, s: Pick<LiveStream, 'principal' | 'connector' | 'target'>): string {
+  const why = decision.ruleId ? `now denied by rule "${decision.ruleId}"` : `no longer allowed (${decision.reason})`;
+  return `policy changed: ${s.principal.uri} → connector "${s.connector}" target ${s.target.canonical} is ${why}`;
 }
 
 /**

@@ -18,7 +18,29 @@ export const relayConfigSchema = z.strictObject({
       maxSessions: z.number().int().positive().default(10_000),
       /** Streams a connector answers to open before the relay gives up on it. */
       connectorOpenTimeoutMs: z.number().int().positive().default(15_000),
+      /**
+       * A spliced stream that carries no byte in either direction for this long is reset with
+       * IDLE_TIMEOUT. 0 (the default) is off: a psql session idle for hours must survive.
+       */
+      streamIdleTimeoutMs: z.number().int().nonnegative().default(0),
       session: sessionLimitsSchema.prefault({}),
+    })
+    .prefault({}),
+  /** SIGTERM/SIGINT: GOAWAY everywhere, refuse new sessions and opens, let live streams finish. */
+  drain: z
+    .strictObject({
+      /** Live streams get this long to finish; those left are then reset with DRAIN_TIMEOUT. */
+      graceMs: z.number().int().nonnegative().default(30_000),
+    })
+    .prefault({}),
+  /**
+   * Certificate, key, trust bundle, CRL and policy files are polled this often (and reloaded on
+   * SIGHUP); a change applies without dropping tunnels, and live streams the new CRL or policy
+   * no longer allow are reset.
+   */
+  reload: z
+    .strictObject({
+      intervalMs: z.number().int().positive().default(2_000),
     })
     .prefault({}),
   log: logSchema,

@@ -1,10 +1,13 @@
 import type { Session } from '../src/mux/index.js';
 import type { Identity } from '../src/identity/index.js';
+import type { CertificateRef } from '../src/pki/index.js';
 
 export interface Tunnel {
   readonly id: string;
   readonly session: Session;
   readonly identity: Identity;
+  /** The connector's certificate (serial, issuer): a reloaded CRL that revokes it ends the tunnel. */
+  readonly certificate: CertificateRef;
   readonly remote: string | undefined;
   readonly since: Date;
 }

@@ -29,3 +29,14 @@ export function stopOnSignals(stop: () => Promise<void>, log: Logger): void {
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);
 }
+
+/**
+ * SIGHUP reloads (certificates, keys, trust bundles, CRLs, policy) without stopping: the
+ * Unix convention for daemons. A reload refused for a bad file is logged by `reload` itself.
+ */
+export function reloadOnSignal(reload: () => Promise<unknown>, log: Logger): void {
+  process.on('SIGHUP', () => {
+    log.info({ event: 'process.reload', signal: 'SIGHUP' }, 'SIGHUP: reloading files');
+    reload().catch((err: unknown) => log.error({ err, event: 'process.reload-failed' }, 'reload failed'));
+  });
+}

@@ -18,3 +18,4 @@ export {
   DEFAULT_HANDSHAKE_TIMEOUT_MS, loadTlsMaterial, serverTlsOptions, clientTlsOptions, peerIdentity, acceptTlsOverDuplex, connectTlsOverDuplex,
   mapTlsError, type TlsFiles, type TlsMaterial,
 } from './tls.js';
+export { RevocationIndex, certificateRef, type CertificateRef } from './revocation.js';

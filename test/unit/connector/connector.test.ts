@@ -350,7 +350,7 @@ describe('connector: tunnel, inner TLS, allowlist, dialing (fake relay over real
       first.tls.end();
       await readAll(first.tls);
 
-      const failed = c.lines.waitFor((l) => l.event === 'connector.reload-failed');
+      const failed = c.lines.waitFor((l) => l.event === 'reload.failed');
       await writeFile(crl, 'not a CRL\n');
       expect(await failed).toMatchObject({ code: 'POSTERN_ERR_PKI_INVALID_CERT' });
       const still = await open(c.session, bobAgent, asBob);
@@ -358,7 +358,7 @@ describe('connector: tunnel, inner TLS, allowlist, dialing (fake relay over real
       still.tls.end();
       await readAll(still.tls);
 
-      const reloaded = c.lines.waitFor((l) => l.event === 'connector.reloaded');
+      const reloaded = c.lines.waitFor((l) => l.event === 'reload.applied' && l.group === 'tls');
       await pki.revoke(bob.cert);
       await copyFile(pki.crl, crl);
       await reloaded;

@@ -3,7 +3,9 @@ import { unwatchFile, watchFile, type Stats } from 'node:fs';
 /**
  * Calls `onChange` (once per burst) when any of `paths` changes: polling stat rather than
  * fs.watch, because `postern pki` replaces files by rename, which an inotify watch on the old
- * file never reports. Polling does not keep the process alive. Returns the function that stops it.
+ * file never reports. Polling does not keep the process alive. Shared by the relay and the
+ * connector (their certificate, key, trust bundle, CRL and policy files). Returns the function
+ * that stops it.
  */
 export function watchFiles(paths: readonly string[], intervalMs: number, onChange: () => void): () => void {
   let scheduled = false;
@@ -17,8 +19,9 @@ export function watchFiles(paths: readonly string[], intervalMs: number, onChang
       onChange();
     });
   };
-  for (const path of paths) watchFile(path, { interval: intervalMs, persistent: false }, listener);
+  const unique = [...new Set(paths)];
+  for (const path of unique) watchFile(path, { interval: intervalMs, persistent: false }, listener);
   return () => {
-    for (const path of paths) unwatchFile(path, listener);
+    for (const path of unique) unwatchFile(path, listener);
   };
 }
