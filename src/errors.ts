@@ -135,6 +135,9 @@ export const ERROR_CATALOGUE = {
   POSTERN_ERR_SOCKS_UNSUPPORTED: 'A SOCKS client asked for what this proxy does not offer: an authentication method other than "no authentication", BIND, UDP ASSOCIATE, or an unknown address type.',
   POSTERN_ERR_SOCKS_NO_CONNECTOR: 'No SOCKS map entry matches the requested host and no default connector is configured.',
   POSTERN_ERR_SOCKS_HANDSHAKE_TIMEOUT: 'A SOCKS client did not complete its greeting and request within the handshake timeout.',
+
+  // --- admin endpoint (src/admin: /healthz, /readyz, /metrics, /v1/status) ----------------
+  POSTERN_ERR_ADMIN_LISTEN: 'The admin HTTP endpoint could not listen on admin.listen (address in use, no such local address, permission denied).',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CATALOGUE;
