@@ -16,18 +16,22 @@ export interface LoadedConfig<T> {
 
 /** Reads and validates a YAML config file, naming `file:line:col` and the field on any problem. */
 export async function loadConfigFile<S extends z.ZodType>(path: string, schema: S): Promise<LoadedConfig<z.output<S>>> {
-  let text: string;
+  const text = await readConfigText(path);
+  return { config: parseYamlWithSchema(text, path, schema), baseDir: dirname(resolve(path)), path };
+}
+
+/** A config file's text, refused (POSTERN_ERR_FILE_READ, naming the path) when unreadable or over 1 MiB. */
+export async function readConfigText(path: string): Promise<string> {
   try {
     const data = await readFile(path);
     if (data.length > MAX_CONFIG_BYTES) throw new Error(`larger than ${MAX_CONFIG_BYTES} bytes`);
-    text = data.toString('utf8');
+    return data.toString('utf8');
   } catch (err) {
     throw new ConfigError('POSTERN_ERR_FILE_READ', `cannot read config file ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, {
       cause: err,
       details: { path },
     });
   }
-  return { config: parseYamlWithSchema(text, path, schema), baseDir: dirname(resolve(path)), path };
 }
 
 /** A path from a config file, resolved against that file's directory. */

@@ -3,12 +3,36 @@ import type { z } from 'zod';
 import { ConfigError } from '../errors.js';
 import { deepFreeze } from '../options.js';
 
+/** A parsed YAML text that can still say where a field stands in it. */
+export interface YamlSource {
+  /** The document as plain data ({} for an empty document). */
+  readonly data: unknown;
+  /** `:line:col` of the deepest node that exists along `path` (the key itself when `keyOfLast`), or ''. */
+  locate(path: ReadonlyArray<string | number>, keyOfLast?: boolean): string;
+  /** Whether the document holds a node at exactly `path`. */
+  has(path: ReadonlyArray<string | number>): boolean;
+}
+
 /**
- * Parse YAML text and validate it with a zod schema in one step, so every config file and
- * policy file reports problems the same way: `file:line:col: field "a.b[2]": what was
- * expected`. Unknown keys (zod strictObject) are POSTERN_ERR_CONFIG_UNKNOWN_KEY.
+ * Parse YAML text, refusing syntax errors and duplicate keys with `file:line:col`. A low alias
+ * cap stops "billion laughs" documents from expanding without bound.
  */
-export function parseYamlWithSchema<S extends z.ZodType>(text: string, sourceName: string, schema: S): Readonly<z.output<S>> {
+export function parseYamlSource(text: string, sourceName: string): YamlSource {
+  const { doc, lineCounter } = parseDoc(text, sourceName);
+  const data: unknown = doc.toJS({ maxAliasCount: 100 }) ?? {};
+  return {
+    data,
+    locate: (path, keyOfLast = false) => locate(doc, lineCounter, path, keyOfLast),
+    has: (path) => doc.hasIn(path),
+  };
+}
+
+/** One value in YAML flow syntax (`5000`, `true`, `[a, b]`, `{k: v}`), as an environment variable carries it. */
+export function parseYamlValue(text: string, sourceName: string): unknown {
+  return parseDoc(text, sourceName).doc.toJS({ maxAliasCount: 100 });
+}
+
+function parseDoc(text: string, sourceName: string): { doc: Document; lineCounter: LineCounter } {
   const lineCounter = new LineCounter();
   const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true });
   if (doc.errors.length > 0) {
@@ -19,28 +43,40 @@ export function parseYamlWithSchema<S extends z.ZodType>(text: string, sourceNam
       details: { source: sourceName, line: pos.line, col: pos.col },
     });
   }
-  // A low alias cap stops "billion laughs" documents from expanding without bound.
-  const parsed = schema.safeParse(doc.toJS({ maxAliasCount: 100 }) ?? {});
+  return { doc, lineCounter };
+}
+
+/**
+ * Parse YAML text and validate it with a zod schema in one step, so every config file and
+ * policy file reports problems the same way: `file:line:col: field "a.b[2]": what was
+ * expected`. Unknown keys (zod strictObject) are POSTERN_ERR_CONFIG_UNKNOWN_KEY.
+ */
+export function parseYamlWithSchema<S extends z.ZodType>(text: string, sourceName: string, schema: S): Readonly<z.output<S>> {
+  const source = parseYamlSource(text, sourceName);
+  const parsed = schema.safeParse(source.data);
   if (parsed.success) return deepFreeze(parsed.data);
 
   const messages: string[] = [];
   let unknownKey = false;
   for (const issue of parsed.error.issues) {
-    const path = issue.path.map((p) => (typeof p === 'symbol' ? String(p) : p));
+    const path = issuePath(issue);
     if (issue.code === 'unrecognized_keys') {
       unknownKey = true;
       for (const key of issue.keys) {
-        const at = locate(doc, lineCounter, [...path, key], true);
-        messages.push(`${sourceName}${at}: unknown key "${formatPath([...path, key])}"`);
+        messages.push(`${sourceName}${source.locate([...path, key], true)}: unknown key "${formatPath([...path, key])}"`);
       }
     } else {
-      const at = locate(doc, lineCounter, path, false);
-      messages.push(`${sourceName}${at}: field "${formatPath(path) || '(root)'}": ${issue.message}`);
+      messages.push(`${sourceName}${source.locate(path)}: field "${formatPath(path) || '(root)'}": ${issue.message}`);
     }
   }
   throw new ConfigError(unknownKey ? 'POSTERN_ERR_CONFIG_UNKNOWN_KEY' : 'POSTERN_ERR_CONFIG_INVALID', messages.join('\n'), {
     details: { source: sourceName, issues: messages },
   });
+}
+
+/** A zod issue's path with symbols spelled out (zod allows them; configs never use them). */
+export function issuePath(issue: z.core.$ZodIssue): Array<string | number> {
+  return issue.path.map((p) => (typeof p === 'symbol' ? String(p) : p));
 }
 
 /** `rules[2].principals[0]` style path, as users read it in their YAML. */
@@ -50,7 +86,6 @@ export function formatPath(path: ReadonlyArray<string | number>): string {
   return out;
 }
 
-/** `:line:col` of the deepest node that exists along `path`, or '' when none does. */
 function locate(doc: Document, lineCounter: LineCounter, path: ReadonlyArray<string | number>, keyOfLast: boolean): string {
   let node: unknown = doc.contents;
   let found: YamlNode | undefined = doc.contents ?? undefined;
