@@ -1,9 +1,11 @@
+import { certificateReport, earliestExpiry, startAdmin, type AdminServer, type Readiness } from '../src/admin/index.js';
 import { createAuditLog, pinoAuditSink, type AuditLog } from '../src/audit/audit-log.js';
 import { resolveFrom } from '../src/config/load-file.js';
 import { watchFiles } from '../src/config/watch.js';
 import { ConfigError, isPosternError } from '../src/errors.js';
 import type { Identity } from '../src/identity/index.js';
 import type { Logger } from '../src/log.js';
+import { createMetrics, type PosternMetrics } from '../src/metrics/index.js';
 import { SESSION_DEFAULTS, Session, type Clock, type FrameTransport, type SessionOptions } from '../src/mux/index.js';
 import { connectWebSocket, wsTransport } from '../src/mux/ws-transport.js';
 import { RevocationIndex } from '../src/pki/index.js';
@@ -29,6 +31,8 @@ export interface ConnectorDeps {
    */
   configFile?: string;
   reloadConfig?: () => Promise<ConnectorConfig>;
+  /** Where the connector counts (shown on the admin endpoint); its own registry, with Node's metrics, by default. */
+  metrics?: PosternMetrics;
 }
 
 /** What one reload did; a group that fails to load keeps the old one in force. */
@@ -44,6 +48,8 @@ export interface ConnectorStatus {
   /** The connector's SPIFFE ID. */
   identity: string;
   tunnels: TunnelStatus[];
+  /** Streams spliced to their target now. */
+  liveStreams: number;
 }
 
 export interface Connector {
@@ -61,6 +67,11 @@ export interface Connector {
    */
   reload(): Promise<ConnectorReloadOutcome>;
   status(): ConnectorStatus;
+  /** /readyz: ready while at least one tunnel is up. */
+  readiness(): Readiness;
+  readonly metrics: PosternMetrics;
+  /** The admin endpoint (config `admin`) once started; undefined with `admin: false`. Closed last by stop(). */
+  readonly admin: AdminServer | undefined;
 }
 
 /**
@@ -87,6 +98,8 @@ export function createConnector(config: ConnectorConfig, deps: ConnectorDeps): C
   let material = loadConnectorMaterial(config, file, { logger: log });
   const identity = material.identity;
   const connectorName = `${identity.org}/${identity.name}`;
+  const metrics = deps.metrics ?? createMetrics('connector', { defaultMetrics: true });
+  let admin: AdminServer | undefined;
 
   const allowlist = compileAllowlist(config.allowlist, 'allowlist');
   const hosts = compileHosts(config.hosts ?? {});
@@ -98,9 +111,18 @@ export function createConnector(config: ConnectorConfig, deps: ConnectorDeps): C
     maxMetadataEntries: SESSION_DEFAULTS.maxMetadataEntries,
   });
 
+  const attempts = new Map<string, number>();
   const connect = async (relay: string): Promise<FrameTransport> => {
-    const { ws } = await connectWebSocket(tunnelUrl(relay), { tls: material.relayTls, maxPayload, handshakeTimeoutMs: config.limits.handshakeTimeoutMs });
-    return wsTransport(ws);
+    const attempt = attempts.get(relay) ?? 0;
+    attempts.set(relay, attempt + 1);
+    if (attempt > 0) metrics.reconnect();
+    try {
+      const { ws } = await connectWebSocket(tunnelUrl(relay), { tls: material.relayTls, maxPayload, handshakeTimeoutMs: config.limits.handshakeTimeoutMs });
+      return wsTransport(ws);
+    } catch (err) {
+      if (isPosternError(err) && isHandshakeFailure(err.code)) metrics.handshakeFailure('tunnel', err.code);
+      throw err;
+    }
   };
 
   const dialer = (list: CompiledAllowlist) =>
@@ -125,6 +147,7 @@ export function createConnector(config: ConnectorConfig, deps: ConnectorDeps): C
     logger: log,
     live,
     streamIdleTimeoutMs: config.limits.streamIdleTimeoutMs,
+    metrics,
   };
 
   let tunnelSeq = 0;
@@ -142,6 +165,8 @@ export function createConnector(config: ConnectorConfig, deps: ConnectorDeps): C
             log.error({ err, event: 'stream.internal', streamId: incoming.id }, 'stream handling failed');
           });
         },
+        // What a tunnel receives goes up towards the target.
+        onSession: (session) => metrics.countBytes(session, 'up'),
         clock: processClock,
         random: Math.random,
         logger: log,
@@ -169,6 +194,7 @@ export function createConnector(config: ConnectorConfig, deps: ConnectorDeps): C
     try {
       material = loadConnectorMaterial(config, file, { keep: identity });
       ctx.innerTls = material.innerTls;
+      metrics.tlsReload('ok');
       const revocation = RevocationIndex.fromCrls(innerCrls(material));
       log.info({ event: 'reload.applied', group: 'tls', files: material.files, revoked: revocation.size }, 'TLS files reloaded: new tunnels and streams use them');
       for (const s of [...live]) {
@@ -177,6 +203,7 @@ export function createConnector(config: ConnectorConfig, deps: ConnectorDeps): C
         outcome.streamsReset++;
       }
     } catch (err) {
+      if (isPosternError(err)) metrics.tlsReload('rejected');
       refuse('tls', err, file(config.tls.cert));
     }
     if (deps.reloadConfig) {
@@ -201,13 +228,25 @@ export function createConnector(config: ConnectorConfig, deps: ConnectorDeps): C
   };
   let unwatch: (() => void) | undefined;
 
+  const status = (): ConnectorStatus => ({ identity: identity.uri, tunnels: tunnels.map((t) => t.status()), liveStreams: live.size });
+  const tunnelsUp = () => tunnels.filter((t) => t.status().up).length;
+  const readiness = (): Readiness =>
+    tunnelsUp() > 0 ? { ready: true } : { ready: false, reason: `no tunnel up (relays: ${config.relays.join(', ')})` };
+  const certificates = () => certificateReport(certificateInputs(material));
+  metrics.readGauges({ tunnelsUp, certificateExpiry: () => earliestExpiry(certificates()) });
+
   let state: 'new' | 'running' | 'stopped' = 'new';
   return {
     identity,
+    metrics,
+    get admin() {
+      return admin;
+    },
     async start() {
       if (state !== 'new') return;
       state = 'running';
       log.info({ event: 'connector.starting', identity: identity.uri, relays: config.relays }, `connector ${identity.uri} starting`);
+      admin = await startAdmin(config.admin, { metrics, readiness, status: () => ({ ...status(), certificates: certificates() }) }, log);
       unwatch = watchFiles([...material.files, ...(deps.configFile && deps.reloadConfig ? [deps.configFile] : [])], config.reload.intervalMs, () => {
         reload().catch((err: unknown) => log.error({ err, event: 'connector.reload-internal' }, 'reload failed unexpectedly'));
       });
@@ -218,18 +257,47 @@ export function createConnector(config: ConnectorConfig, deps: ConnectorDeps): C
       state = 'stopped';
       unwatch?.();
       await Promise.all(tunnels.map((t) => t.stop()));
+      await admin?.close();
       log.info({ event: 'connector.stopped' }, 'connector stopped');
     },
     reload,
-    status() {
-      return { identity: identity.uri, tunnels: tunnels.map((t) => t.status()) };
-    },
+    status,
+    readiness,
   };
 }
 
 /** `wss://relay.example:443/` → `wss://relay.example:443/v1/tunnel` (a configured path prefix is kept). */
 export function tunnelUrl(relay: string): string {
   return `${relay.replace(/\/+$/, '')}/v1/tunnel`;
+}
+
+/** Failed tunnel dials that are a TLS, certificate or upgrade refusal (not a refused TCP connect or a timeout). */
+function isHandshakeFailure(code: string): boolean {
+  return /^POSTERN_ERR_(TLS|PKI|ID)_/.test(code) || code === 'POSTERN_ERR_WS_UPGRADE_REFUSED';
+}
+
+/** The certificates whose expiry /v1/status and postern_certificate_expiry_timestamp_seconds show. */
+function certificateInputs(material: ConnectorMaterial) {
+  const { cert, ca } = material.relayTls;
+  const inner = material.innerTls;
+  return {
+    cert: pem(cert),
+    ca: pem(ca),
+    // The inner files default to the outer ones (loaded twice): listed apart only when they differ.
+    ...(samePem(inner.cert, cert) ? {} : { inner_cert: pem(inner.cert) }),
+    ...(samePem(inner.ca, ca) ? {} : { inner_ca: pem(inner.ca) }),
+  };
+}
+
+function samePem(a: unknown, b: unknown): boolean {
+  const text = (v: unknown) => [pem(v) ?? []].flat().map((x) => x.toString()).join('');
+  return text(a) === text(b);
+}
+
+function pem(value: unknown): string | Buffer | (string | Buffer)[] | undefined {
+  if (typeof value === 'string' || Buffer.isBuffer(value)) return value;
+  if (Array.isArray(value)) return value.filter((v): v is string | Buffer => typeof v === 'string' || Buffer.isBuffer(v));
+  return undefined;
 }
 
 /** The inner CRLs in force (agents' certificates are checked against these). */

@@ -1,5 +1,6 @@
 import { isIP } from 'node:net';
 import { z } from 'zod';
+import { ADMIN_DEFAULT_LISTEN, adminConfigSchema } from '../src/admin/config.js';
 import { logSchema, sessionLimitsSchema, tlsFilesSchema, trustDomainSchema } from '../src/config/schemas.js';
 
 const relayUrl = z
@@ -93,6 +94,8 @@ export const connectorConfigSchema = z.strictObject({
     })
     .prefault({}),
   log: logSchema,
+  /** /healthz, /readyz, /metrics and /v1/status over plain HTTP: loopback by default, `false` for none. */
+  admin: adminConfigSchema(ADMIN_DEFAULT_LISTEN.connector),
 });
 
 export type ConnectorConfig = z.output<typeof connectorConfigSchema>;

@@ -4,6 +4,7 @@ import type { AuditLog } from '../src/audit/audit-log.js';
 import { PosternError, isPosternError } from '../src/errors.js';
 import type { Identity } from '../src/identity/index.js';
 import type { Logger } from '../src/log.js';
+import type { PosternMetrics } from '../src/metrics/index.js';
 import { StreamError, type IncomingOpen, type MuxStream } from '../src/mux/index.js';
 import { watchIdle } from '../src/net/idle.js';
 import { readMessage } from '../src/net/read-message.js';
@@ -55,7 +56,32 @@ export interface StreamContext {
   live: Set<ConnectorLiveStream>;
   /** A stream quiet both ways this long is reset with IDLE_TIMEOUT; 0 is off. */
   streamIdleTimeoutMs: number;
+  /** Opens by result, their latency, streams open, limits hit, inner handshake failures. */
+  metrics: PosternMetrics;
 }
+
+/**
+ * The OPEN_RESULT each audited refusal reason answers with (as the agent reads it), for
+ * postern_streams_total{result}; a reason missing here counts as `unknown`.
+ */
+export const DENIAL_RESULTS: Readonly<Record<string, number>> = Object.freeze({
+  'metadata-invalid': OpenResult.METADATA_INVALID,
+  'target-invalid': OpenResult.TARGET_INVALID,
+  'allowlist-denied': OpenResult.ALLOWLIST_DENIED,
+  'limit-reached': OpenResult.LIMIT_REACHED,
+  cancelled: OpenResult.CANCELLED,
+  internal: OpenResult.INTERNAL,
+  'inner-tls-failed': OpenResult.INNER_TLS_FAILED,
+  'identity-mismatch': OpenResult.METADATA_INVALID,
+  'target-mismatch': OpenResult.METADATA_INVALID,
+  'inner-request-timeout': OpenResult.OPEN_TIMEOUT,
+  'inner-request-closed': OpenResult.CANCELLED,
+  'inner-request-invalid': OpenResult.METADATA_INVALID,
+  'forbidden-address': OpenResult.ALLOWLIST_DENIED,
+  'target-refused': OpenResult.TARGET_REFUSED,
+  'target-unreachable': OpenResult.TARGET_UNREACHABLE,
+  'target-timeout': OpenResult.TARGET_TIMEOUT,
+});
 
 /** Why the connector itself cuts a live stream: the RESET code and the audit reason. */
 export interface StreamEnd {
@@ -107,7 +133,9 @@ export async function handleStream(incoming: IncomingOpen, ctx: StreamContext): 
   const claimed = meta['principal'];
   const correlationId = meta['correlation-id'];
   const facts: StreamFacts = { correlationId: correlationId ?? '', principal: claimed ?? '', connector: ctx.connector, target: rawTarget ?? '' };
+  const outcome = ctx.metrics.startOpen();
   const deny = (reason: string, detail: string): void => {
+    outcome(DENIAL_RESULTS[reason] ?? 'unknown');
     ctx.audit.emit({ event: 'stream.open', ...facts, decision: 'deny', reason, detail });
   };
 
@@ -133,6 +161,7 @@ export async function handleStream(incoming: IncomingOpen, ctx: StreamContext): 
     return deny('allowlist-denied', message);
   }
   if (!ctx.gate.tryEnter()) {
+    ctx.metrics.limitHit('maxConcurrentHandshakes');
     const message = `the connector is busy: ${ctx.gate.max} streams are setting up (limits.maxConcurrentHandshakes)`;
     incoming.reject(OpenResult.LIMIT_REACHED, message);
     return deny('limit-reached', message);
@@ -158,7 +187,10 @@ export async function handleStream(incoming: IncomingOpen, ctx: StreamContext): 
   } finally {
     ctx.gate.leave();
   }
-  if (established) await relay(established, target, facts, startedAt, ctx);
+  if (established) {
+    outcome(OpenResult.OK);
+    await relay(established, target, facts, startedAt, ctx);
+  }
 }
 
 async function establish(
@@ -184,6 +216,7 @@ async function establish(
       return undefined;
     }
     ctx.audit.emit({ event: 'handshake.refused', place: 'inner', code: e.code, reason: e.message });
+    ctx.metrics.handshakeFailure('inner', e.code);
     deny('inner-tls-failed', `${e.code}: ${e.message}`);
     return undefined;
   }
@@ -196,6 +229,7 @@ async function establish(
   } catch (err) {
     if (!isPosternError(err)) throw err;
     ctx.audit.emit({ event: 'handshake.refused', place: 'inner', code: err.code, reason: err.message, ...subjectOf(err) });
+    ctx.metrics.handshakeFailure('inner', err.code);
     deny('inner-tls-failed', `${err.code}: ${err.message}`);
     inner.reset(ResetCode.INNER_TLS_FAILED, err.message);
     tls.destroy();
@@ -298,13 +332,13 @@ async function relay(e: Established, target: Target, facts: StreamFacts, started
     },
   };
   ctx.live.add(live);
-  const spliced = splice(e.tls, e.target, {
+  const spliced = ctx.metrics.trackStream(splice(e.tls, e.target, {
     peerFailure: (side, cause) => {
       // The target failed: the agent learns PEER_GONE (not a bare CANCEL) before TLS tears the stream down.
       if (side === 'b') e.inner.reset(ResetCode.PEER_GONE, `target ${target.canonical}: ${cause.message}`);
       return cause;
     },
-  });
+  }));
   watchIdle([e.tls, e.target], {
     timeoutMs: ctx.streamIdleTimeoutMs,
     onIdle: (idleMs) =>

@@ -26,6 +26,8 @@ export interface RelayTunnelOptions {
   /** stop(): live streams get this long before they are reset with DRAIN_TIMEOUT. */
   shutdownGraceMs: number;
   onOpen: (incoming: IncomingOpen) => void;
+  /** Each new tunnel session, once (the connector counts its bytes). */
+  onSession?: (session: Session) => void;
   clock: Clock;
   random: () => number;
   logger: Logger;
@@ -133,6 +135,7 @@ export class RelayTunnel {
     const live: Live = { session, id: this.o.nextTunnelId(), upAt: clock.now(), since: new Date() };
     this.current = live;
     session.on('open', (incoming) => this.o.onOpen(incoming));
+    this.o.onSession?.(session);
     session.once('goaway', (info) => this.onGoAway(live, info));
     session.once('close', (err) => this.onClosed(live, err));
     this.log.info({ event: 'tunnel.up', relay: this.o.relay, tunnelId: live.id }, `tunnel to ${this.o.relay} up`);

@@ -3,12 +3,14 @@ import type { IncomingMessage } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { TLSSocket } from 'node:tls';
+import { certificateReport, earliestExpiry, startAdmin, type AdminServer, type Readiness } from '../src/admin/index.js';
 import { createAuditLog, pinoAuditSink, type AuditLog } from '../src/audit/audit-log.js';
 import { resolveFrom } from '../src/config/load-file.js';
 import { watchFiles } from '../src/config/watch.js';
 import { isPosternError } from '../src/errors.js';
 import type { Identity } from '../src/identity/index.js';
 import type { Logger } from '../src/log.js';
+import { createMetrics, type PosternMetrics } from '../src/metrics/index.js';
 import { Session, SESSION_DEFAULTS } from '../src/mux/index.js';
 import { acceptUpgrade, createWebSocketServer, refuseUpgrade, wsTransport } from '../src/mux/ws-transport.js';
 import { certificateRef, mapTlsError, serverTlsOptions, type CertificateRef } from '../src/pki/index.js';
@@ -28,6 +30,8 @@ export interface RelayDeps {
   audit?: AuditLog;
   /** Directory that relative file paths of the config resolve against. */
   baseDir?: string;
+  /** Where the relay counts (shown on the admin endpoint); its own registry, with Node's metrics, by default. */
+  metrics?: PosternMetrics;
 }
 
 export interface RelayStatus {
@@ -70,9 +74,14 @@ export interface Relay {
    */
   reload(): Promise<ReloadOutcome>;
   status(): RelayStatus;
+  /** /readyz: ready once listening with a policy loaded, and no longer from the start of stop(). */
+  readiness(): Readiness;
   /** True from the start of stop(): readiness probes should fail. */
   readonly draining: boolean;
   readonly identity: Identity;
+  readonly metrics: PosternMetrics;
+  /** The admin endpoint (config `admin`) once started; undefined with `admin: false`. Closed last by stop(). */
+  readonly admin: AdminServer | undefined;
 }
 
 /**
@@ -91,6 +100,8 @@ export async function createRelay(config: RelayConfig, deps: RelayDeps): Promise
   let policy: CompiledPolicy = await loadRelayPolicy(policyPath, config.trustDomain);
   let policyLoadedAt = new Date();
   const reloads = { applied: 0, failed: 0 };
+  const metrics = deps.metrics ?? createMetrics('relay', { defaultMetrics: true });
+  let admin: AdminServer | undefined;
 
   const sessionOptions = { ...config.limits.session };
   const maxPayload = maxMessageSize({
@@ -125,6 +136,7 @@ export async function createRelay(config: RelayConfig, deps: RelayDeps): Promise
     const mapped = mapTlsError(socket?.authorizationError ?? err);
     const remote = socket?.remoteAddress ? `${socket.remoteAddress}:${socket.remotePort}` : undefined;
     audit.emit({ event: 'handshake.refused', place: 'outer', code: mapped.code, reason: mapped.message, ...(remote ? { remote } : {}) });
+    metrics.handshakeFailure('outer', mapped.code);
   });
   server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     onUpgrade(req, socket, head).catch((err: unknown) => {
@@ -138,6 +150,7 @@ export async function createRelay(config: RelayConfig, deps: RelayDeps): Promise
     const admission = admit(req, config.trustDomain);
     if (!admission.ok) {
       audit.emit({ event: 'handshake.refused', place: admission.door ?? 'upgrade', code: admission.code, reason: admission.message, remote });
+      metrics.handshakeFailure(admission.door ?? 'upgrade', admission.code);
       return refuseUpgrade(socket, admission.status, admission.code, admission.message);
     }
     if (draining) return refuseUpgrade(socket, 503, 'POSTERN_ERR_OPEN_GOING_AWAY', 'this relay is draining (shutting down): use another relay');
@@ -145,6 +158,7 @@ export async function createRelay(config: RelayConfig, deps: RelayDeps): Promise
     const certificate: CertificateRef = certificateRef(raw);
     if (sessionCount >= config.limits.maxSessions) {
       log.warn({ event: 'limit.hit', limit: 'maxSessions', value: config.limits.maxSessions }, 'session limit reached');
+      metrics.limitHit('maxSessions');
       return refuseUpgrade(socket, 503, 'POSTERN_ERR_OPEN_LIMIT_REACHED', `this relay holds its maximum of ${config.limits.maxSessions} sessions`);
     }
     let ws;
@@ -172,6 +186,8 @@ export async function createRelay(config: RelayConfig, deps: RelayDeps): Promise
     if (admission.door === 'connector') return onTunnel(session, peer, certificate, remote);
 
     agentSessions.set(session, { session, identity: peer, certificate });
+    // What an agent session receives goes up towards the target (each byte also crosses a tunnel: counted once, here).
+    metrics.countBytes(session, 'up');
     log.info({ event: 'agent.connected', principal: peer.uri, remote }, 'agent session up');
     session.on('open', (incoming) => {
       handleAgentOpen(incoming, peer, {
@@ -186,6 +202,7 @@ export async function createRelay(config: RelayConfig, deps: RelayDeps): Promise
         tap: config.tap ? { dir: file(config.tap.dir), maxBytes: config.tap.maxBytes } : undefined,
         principalCertificate: certificate,
         streamIdleTimeoutMs: config.limits.streamIdleTimeoutMs,
+        metrics,
       }).catch((err: unknown) => log.error({ err, event: 'relay.open-failed' }, 'open handling failed'));
     });
     session.once('close', (err) => {
@@ -226,6 +243,7 @@ export async function createRelay(config: RelayConfig, deps: RelayDeps): Promise
       if (!isPosternError(err)) throw err;
       outcome[group] = 'failed';
       reloads.failed++;
+      metrics[group === 'tls' ? 'tlsReload' : 'policyReload']('rejected');
       const failed = failedFile(err, fallback);
       log.error({ event: 'reload.failed', group, code: err.code, file: failed, err: err.message }, `reload refused, the previous ${group === 'tls' ? 'TLS files stay' : 'policy stays'} in force: ${err.message}`);
     };
@@ -234,6 +252,7 @@ export async function createRelay(config: RelayConfig, deps: RelayDeps): Promise
       server.setSecureContext(tlsOptions(next));
       tls = next;
       reloads.applied++;
+      metrics.tlsReload('ok');
       log.info({ event: 'reload.applied', group: 'tls', files: next.files, revoked: next.revocation.size }, 'TLS files reloaded: new handshakes use them');
       const swept = resetRevoked(tls.revocation, { live, tunnels: registry.all(), agentSessions: agentSessions.values() }, log);
       outcome.streamsReset += swept.streamsReset;
@@ -246,6 +265,7 @@ export async function createRelay(config: RelayConfig, deps: RelayDeps): Promise
       policy = next;
       policyLoadedAt = new Date();
       reloads.applied++;
+      metrics.policyReload('ok');
       log.info({ event: 'reload.applied', group: 'policy', file: policyPath, rules: next.rules.length }, 'policy reloaded: new opens use it');
       outcome.streamsReset += resetDisallowed(policy, live);
     } catch (err) {
@@ -290,8 +310,43 @@ export async function createRelay(config: RelayConfig, deps: RelayDeps): Promise
       server.close(() => resolve());
       for (const socket of sockets) socket.destroy();
     });
+    // Last, so /readyz answers 503 (draining) to probes for the whole drain.
+    await admin?.close();
     log.info({ event: 'relay.stopped', durationMs: Date.now() - startedAt, streamsReset: reset }, 'relay stopped');
   }
+
+  function readiness(): Readiness {
+    if (draining) return { ready: false, reason: 'draining: the relay is shutting down' };
+    if (!address || !server.listening) return { ready: false, reason: 'not listening yet' };
+    return { ready: true };
+  }
+
+  function status(): RelayStatus {
+    const byConnector = new Map<string, RelayStatus['connectors'][number]>();
+    for (const t of registry.all()) {
+      const key = `${t.identity.org}/${t.identity.name}`;
+      let entry = byConnector.get(key);
+      if (!entry) byConnector.set(key, (entry = { connector: key, tunnels: [] }));
+      entry.tunnels.push({ id: t.id, since: t.since.toISOString(), streams: t.session.streamCount, ...(t.remote ? { remote: t.remote } : {}) });
+    }
+    return {
+      identity: identity.uri,
+      listening: address,
+      draining,
+      connectors: [...byConnector.values()],
+      agentSessions: agentSessions.size,
+      liveStreams: live.size,
+      policy: { source: policy.source, loadedAt: policyLoadedAt.toISOString() },
+      reloads: { ...reloads },
+    };
+  }
+
+  const certificates = () => certificateReport({ cert: tls.material.cert, ca: tls.material.ca });
+  metrics.readGauges({
+    tunnelsUp: () => registry.all().length,
+    agentSessions: () => agentSessions.size,
+    certificateExpiry: () => earliestExpiry(certificates()),
+  });
 
   return {
     identity,
@@ -306,6 +361,14 @@ export async function createRelay(config: RelayConfig, deps: RelayDeps): Promise
       const info = server.address() as AddressInfo;
       address = { host: info.address, port: info.port };
       log.info({ event: 'relay.listening', ...address, identity: identity.uri, policy: policy.source }, `relay listening on ${info.address}:${info.port}`);
+      try {
+        admin = await startAdmin(config.admin, { metrics, readiness, status: () => ({ ...status(), certificates: certificates() }) }, log);
+      } catch (err) {
+        // The relay does not run half-configured: it was told to serve probes and metrics.
+        await new Promise<void>((resolve) => server.close(() => resolve()));
+        address = undefined;
+        throw err;
+      }
       unwatch = watchFiles([...tls.files, policyPath], config.reload.intervalMs, () => {
         reload().catch((err: unknown) => log.error({ err, event: 'relay.reload-internal' }, 'reload failed unexpectedly'));
       });
@@ -319,24 +382,11 @@ export async function createRelay(config: RelayConfig, deps: RelayDeps): Promise
     get draining() {
       return draining;
     },
-    status() {
-      const byConnector = new Map<string, RelayStatus['connectors'][number]>();
-      for (const t of registry.all()) {
-        const key = `${t.identity.org}/${t.identity.name}`;
-        let entry = byConnector.get(key);
-        if (!entry) byConnector.set(key, (entry = { connector: key, tunnels: [] }));
-        entry.tunnels.push({ id: t.id, since: t.since.toISOString(), streams: t.session.streamCount, ...(t.remote ? { remote: t.remote } : {}) });
-      }
-      return {
-        identity: identity.uri,
-        listening: address,
-        draining,
-        connectors: [...byConnector.values()],
-        agentSessions: agentSessions.size,
-        liveStreams: live.size,
-        policy: { source: policy.source, loadedAt: policyLoadedAt.toISOString() },
-        reloads: { ...reloads },
-      };
+    status,
+    readiness,
+    metrics,
+    get admin() {
+      return admin;
     },
   };
 }

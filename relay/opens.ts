@@ -3,6 +3,7 @@ import type { AuditLog } from '../src/audit/audit-log.js';
 import { isPosternError } from '../src/errors.js';
 import type { Identity } from '../src/identity/index.js';
 import type { Logger } from '../src/log.js';
+import type { PosternMetrics } from '../src/metrics/index.js';
 import { OpenError, StreamError, type IncomingOpen, type MuxStream } from '../src/mux/index.js';
 import { describeOpenResult, OpenResult, ResetCode } from '../src/protocol/reasons.js';
 import { authorize, parseTarget, type CompiledPolicy, type Decision, type Target } from '../src/policy/index.js';
@@ -28,6 +29,8 @@ export interface OpenContext {
   readonly principalCertificate: CertificateRef;
   /** A stream quiet both ways this long is reset with IDLE_TIMEOUT; 0 is off. */
   readonly streamIdleTimeoutMs: number;
+  /** Opens by result, their latency, streams open. */
+  readonly metrics: PosternMetrics;
 }
 
 /** Why the relay itself cuts a live stream: the RESET code both legs get, and the audit reason. */
@@ -67,10 +70,12 @@ export function decide(policy: CompiledPolicy, s: Pick<LiveStream, 'principal' |
  */
 export async function handleAgentOpen(incoming: IncomingOpen, principal: Identity, ctx: OpenContext): Promise<void> {
   const correlationId = randomUUID();
+  const outcome = ctx.metrics.startOpen();
   const connector = incoming.metadata['connector'] ?? '';
   const rawTarget = incoming.metadata['target'] ?? '';
   const base = { correlationId, principal: principal.uri, connector, target: rawTarget };
   const refuse = (result: number, reason: string, message: string, ruleId?: string): void => {
+    outcome(result);
     ctx.audit.emit({ event: 'stream.open', ...base, decision: 'deny', reason, detail: message, ...(ruleId ? { ruleId } : {}) });
     incoming.reject(result, message, { 'correlation-id': correlationId });
   };
@@ -111,6 +116,7 @@ export async function handleAgentOpen(incoming: IncomingOpen, principal: Identit
     );
   } catch (err) {
     if (incoming.signal.aborted) {
+      outcome(OpenResult.CANCELLED);
       ctx.audit.emit({ event: 'stream.open', ...base, decision: 'deny', reason: 'cancelled', detail: 'the agent gave up before the connector answered', ruleId: decision.ruleId });
       return;
     }
@@ -126,10 +132,12 @@ export async function handleAgentOpen(incoming: IncomingOpen, principal: Identit
     agentStream = incoming.accept({ 'correlation-id': correlationId, relay: ctx.relayIdentity.uri });
   } catch {
     // The agent cancelled or its session ended while the connector answered.
+    outcome(OpenResult.CANCELLED);
     connectorStream.destroy(Object.assign(new Error('the agent went away'), { resetCode: ResetCode.PEER_GONE }));
     return;
   }
   ctx.audit.emit({ event: 'stream.open', ...base, decision: 'allow', reason: 'rule', ruleId: decision.ruleId });
+  outcome(OpenResult.OK);
 
   let ended: StreamEnd | undefined;
   const live: LiveStream = {
@@ -159,7 +167,7 @@ export async function handleAgentOpen(incoming: IncomingOpen, principal: Identit
     if (!now.allow) live.end({ code: ResetCode.POLICY_CHANGED, reason: 'policy-changed', detail: policyChangedDetail(now, live) });
   }
   if (ctx.tap) tapStream(ctx.tap.dir, ctx.tap.maxBytes, correlationId, agentStream, connectorStream);
-  const spliced = splice(agentStream, connectorStream, { peerFailure: (side, cause) => legFailure(side, cause) });
+  const spliced = ctx.metrics.trackStream(splice(agentStream, connectorStream, { peerFailure: (side, cause) => legFailure(side, cause) }));
   watchIdle([agentStream, connectorStream], {
     timeoutMs: ctx.streamIdleTimeoutMs,
     onIdle: (idleMs) =>

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { ADMIN_DEFAULT_LISTEN, adminConfigSchema } from '../src/admin/config.js';
 import {
   listenAddressSchema, logSchema, sessionLimitsSchema, tlsFilesSchema, trustDomainSchema,
 } from '../src/config/schemas.js';
@@ -44,6 +45,8 @@ export const relayConfigSchema = z.strictObject({
     })
     .prefault({}),
   log: logSchema,
+  /** /healthz, /readyz, /metrics and /v1/status over plain HTTP: loopback by default, `false` for none. */
+  admin: adminConfigSchema(ADMIN_DEFAULT_LISTEN.relay),
   /**
    * Auditor's tap: write the first bytes of every spliced stream, both ways, to files in `dir`
    * (relay/tap.ts) to show that the relay forwards only ciphertext. Off unless set.

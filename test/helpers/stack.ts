@@ -52,6 +52,8 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
       tls: { cert: relayCert.cert, key: relayCert.key, ca: opts.relayCa ?? pki.ca, crl: opts.relayCrl ?? pki.crl },
       policy: { file: 'policy.yaml' },
       tap: { dir: tapDir },
+      // Any free port (its address is in the admin.listening line): stacks run side by side.
+      admin: { listen: '127.0.0.1:0' },
     }),
   );
   const relay = startPostern('relay', ['relay', '--config', join(dir, 'relay.yaml'), '--log-format', 'json', '--log-level', 'debug']);
@@ -67,6 +69,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
       tls: { cert: connectorCert.cert, key: connectorCert.key, ca: pki.ca, crl: pki.crl },
       allowlist: { targets: opts.allowlist },
       ...(opts.hosts ? { hosts: opts.hosts } : {}),
+      admin: { listen: '127.0.0.1:0' },
     }),
   );
   const connector = startPostern('connector', ['connector', '--config', join(dir, 'connector.yaml'), '--log-format', 'json']);

@@ -41,6 +41,8 @@ describe('connector: tunnel, inner TLS, allowlist, dialing (fake relay over real
       relays: [relay.url],
       tls: { cert: conn.cert, key: conn.key, ca: pki.ca, crl: pki.crl },
       allowlist: { targets: [`127.0.0.1:${echo.port}`, `127.0.0.1:${answerAfterEof.port}`, `127.0.0.1:${closedPort}`] },
+      // Not the default 127.0.0.1:9091: test files run side by side.
+      admin: false,
       ...overrides,
     }, 'test');
     const nth = relay.sessions.items.length + 1;

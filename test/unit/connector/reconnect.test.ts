@@ -31,6 +31,8 @@ describe('connector reconnects to a real relay endpoint', () => {
         tls: { cert: conn.cert, key: conn.key, ca: pki.ca, crl: pki.crl },
         allowlist: { targets: [`127.0.0.1:${echo.port}`] },
         reconnect: { initialDelayMs: 2, maxDelayMs: 8 },
+        // Not the default 127.0.0.1:9091: test files run side by side.
+        admin: false,
       }, 'test'),
       { logger, audit },
     );
