@@ -92,6 +92,7 @@ export class Agent {
     }
     this.sessions = new RelaySessions({
       relay: o.relay,
+      fallbacks: o.relays ?? [],
       trustDomain: o.trustDomain,
       tls: clientTlsOptions(outer, { trustDomain: o.trustDomain, presentedAs: 'relay-server' }),
       handshakeTimeoutMs: o.limits.handshakeTimeoutMs,

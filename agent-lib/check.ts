@@ -13,6 +13,8 @@ export interface CheckReport {
   sessionRttMs: number[];
   /** From the open request to the connector's "connected", ms. */
   streamSetupMs: number;
+  /** The relay's id for the stream: grep the relay's and the connector's audit logs for it. */
+  correlationId: string | null;
 }
 
 /** Number of PINGs: enough to see a warm figure next to the first one. */
@@ -34,6 +36,7 @@ export async function runCheck(agent: Agent, o: { connector: string; target: str
       inner: { identity: info.connectorIdentity.uri, tlsVersion: info.tlsVersion, cipher: info.cipher },
       sessionRttMs,
       streamSetupMs: round(info.setupMs),
+      correlationId: info.correlationId ?? null,
     };
   } finally {
     info.socket.destroy();
@@ -49,6 +52,7 @@ export function formatCheckReport(r: CheckReport): string {
     `target           ${r.target} via connector "${r.connector}": connected`,
     `session RTT      ${r.sessionRttMs.map((ms) => `${ms} ms`).join(', ')} (PING on the relay session)`,
     `stream set-up    ${r.streamSetupMs} ms (open, inner TLS handshake, connector's connect to the target)`,
+    ...(r.correlationId ? [`correlation id   ${r.correlationId} (in the relay's and the connector's audit lines)`] : []),
     '',
   ].join('\n');
 }

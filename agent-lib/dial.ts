@@ -7,6 +7,7 @@ import { connectTlsOverDuplex, mapTlsError, peerIdentity } from '../src/pki/inde
 import { decodeInnerResponse, encodeInnerRequest } from '../src/protocol/inner.js';
 import { OpenResult, describeOpenResult } from '../src/protocol/reasons.js';
 import { AgentDialError, AgentError, type DialStage } from './errors.js';
+import { lingerOnCleanClose } from './linger.js';
 import type { RelayConnection } from './relay-session.js';
 
 export interface InnerDialRequest {
@@ -35,6 +36,8 @@ export interface InnerDialResult {
   connectorIdentity: Identity;
   tlsVersion: string;
   cipher: string;
+  /** The relay's id for this stream (OPEN_RESULT metadata), found in the relay's and the connector's audit lines. */
+  correlationId: string | undefined;
 }
 
 /**
@@ -88,13 +91,20 @@ export async function dialOnSession(conn: RelayConnection, req: InnerDialRequest
         details: { connector: req.connector, target: req.target, result: response.status },
       });
     }
+    lingerOnCleanClose(stream, o.handshakeTimeoutMs);
     // readMessage leaves the socket explicitly paused, and a paused stream ignores a later
     // 'data' listener; back to "no mode chosen" so data, pipe and read() all work as on a fresh socket.
     (socket as { readableFlowing: boolean | null }).readableFlowing = null;
     bindRef(socket, conn, () => release, (r) => {
       release = r;
     });
-    return { socket, connectorIdentity, tlsVersion: socket.getProtocol() ?? 'unknown', cipher: socket.getCipher()?.standardName ?? 'unknown' };
+    return {
+      socket,
+      connectorIdentity,
+      tlsVersion: socket.getProtocol() ?? 'unknown',
+      cipher: socket.getCipher()?.standardName ?? 'unknown',
+      correlationId: stream.resultMetadata['correlation-id'],
+    };
   } catch (err) {
     stream.destroy();
     if (o.signal.aborted) throw o.signal.reason;

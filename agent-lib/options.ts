@@ -6,6 +6,11 @@ export const agentOptionsSchema = z.strictObject({
   trustDomain: trustDomainSchema,
   /** wss:// URL of a relay. */
   relay: z.string().url().refine((u) => u.startsWith('wss://'), 'expected a wss:// URL'),
+  /**
+   * Other relays of the same pool: a new relay session goes to the next one when a relay drains
+   * (GOAWAY, a rolling restart) or cannot be reached.
+   */
+  relays: z.array(z.string().url().refine((u) => u.startsWith('wss://'), 'expected a wss:// URL')).optional(),
   /** The user or service certificate, used for both the relay and inner TLS. */
   tls: tlsFilesSchema,
   /** Inner trust bundle and CRL when they differ from the outer ones. */

@@ -27,6 +27,8 @@ export interface RelayConnection {
 export interface RelaySessionsOptions {
   /** wss:// URL of the relay (without the /v1/agent path). */
   relay: string;
+  /** Other relays of the same pool, tried in turn when one drains (GOAWAY) or cannot be reached. */
+  fallbacks?: readonly string[];
   trustDomain: string;
   /** Outer TLS options from clientTlsOptions(material, { presentedAs: 'relay-server' }). */
   tls: ConnectionOptions;
@@ -39,17 +41,22 @@ export interface RelaySessionsOptions {
  * The agent's relay connection: opened lazily by the first caller, shared by concurrent callers
  * (one connect promise), replaced on the next call once it closed or got a GOAWAY. A session
  * that got a GOAWAY is closed gracefully: its live streams finish, no new one goes there.
+ * With several relays, a new session goes first to the relay after the one that sent the
+ * GOAWAY (it is draining), and a relay that cannot be reached or refuses the session is
+ * followed by the next, so a rolling restart of the pool costs no dial.
  */
 export class RelaySessions {
   private current: RelayConnection | undefined;
   private connecting: Promise<RelayConnection> | undefined;
   private readonly live = new Set<RelayConnection>();
   private closed = false;
-  private readonly url: string;
+  private readonly urls: string[];
+  /** Index in `urls` of the relay a new session tries first. */
+  private preferred = 0;
   private readonly maxPayload: number;
 
   constructor(private readonly o: RelaySessionsOptions) {
-    this.url = `${o.relay.replace(/\/+$/, '')}/v1/agent`;
+    this.urls = [o.relay, ...(o.fallbacks ?? [])].map((relay) => `${relay.replace(/\/+$/, '')}/v1/agent`);
     this.maxPayload = maxMessageSize({
       maxFrameSize: o.session.maxFrameSize ?? SESSION_DEFAULTS.maxFrameSize,
       maxMetadataBytes: SESSION_DEFAULTS.maxMetadataBytes,
@@ -85,9 +92,31 @@ export class RelaySessions {
     await Promise.all([...this.live].map((c) => c.session.close({ timeoutMs: graceMs })));
   }
 
+  /** Each relay once, starting with the preferred one; the first failure is what callers see. */
   private async connect(): Promise<RelayConnection> {
+    let first: unknown;
+    for (let i = 0; i < this.urls.length; i++) {
+      const index = (this.preferred + i) % this.urls.length;
+      try {
+        const conn = await this.connectTo(index);
+        this.preferred = index;
+        return conn;
+      } catch (err) {
+        if (this.closed) throw err;
+        first ??= err;
+        if (this.urls.length > 1) {
+          const code = (err as { code?: unknown }).code;
+          this.o.logger.warn({ event: 'agent.relay-failover', relay: this.urls[index], code, reason: (err as Error).message }, 'relay unavailable: trying the next one');
+        }
+      }
+    }
+    throw first;
+  }
+
+  private async connectTo(index: number): Promise<RelayConnection> {
     const log = this.o.logger;
-    const { ws, socket } = await connectWebSocket(this.url, {
+    const url = this.urls[index]!;
+    const { ws, socket } = await connectWebSocket(url, {
       tls: this.o.tls,
       maxPayload: this.maxPayload,
       handshakeTimeoutMs: this.o.handshakeTimeoutMs,
@@ -114,16 +143,18 @@ export class RelaySessions {
     };
     this.live.add(conn);
     this.current = conn;
-    log.info({ event: 'agent.session.up', relay: this.url, relayIdentity: relayIdentity.uri, tlsVersion: conn.tlsVersion }, 'relay session up');
+    log.info({ event: 'agent.session.up', relay: url, relayIdentity: relayIdentity.uri, tlsVersion: conn.tlsVersion }, 'relay session up');
     session.on('goaway', (info) => {
       if (this.current === conn) this.current = undefined;
-      log.info({ event: 'agent.session.goaway', relay: this.url, reason: info.reason, message: info.message }, 'relay sent GOAWAY: new dials use a new session');
+      // A draining relay refuses new sessions: the next one of the pool goes first.
+      if (this.preferred === index) this.preferred = (index + 1) % this.urls.length;
+      log.info({ event: 'agent.session.goaway', relay: url, reason: info.reason, message: info.message }, 'relay sent GOAWAY: new dials use a new session');
       void session.close();
     });
     session.once('close', (err?: Error) => {
       this.live.delete(conn);
       if (this.current === conn) this.current = undefined;
-      log.info({ event: 'agent.session.down', relay: this.url, reason: err?.message ?? 'closed' }, 'relay session down');
+      log.info({ event: 'agent.session.down', relay: url, reason: err?.message ?? 'closed' }, 'relay session down');
     });
     return conn;
   }

@@ -63,6 +63,13 @@ export const connectorConfigSchema = z.strictObject({
       maxDelayMs: positiveMs.default(30_000),
       /** A tunnel that stayed up this long starts the next reconnect from initialDelayMs again. */
       resetAfterMs: positiveMs.default(10_000),
+      /**
+       * For recoveryWindowMs after a tunnel that was up is lost, retries wait at most
+       * recoveryMaxDelayMs: a relay restarted (or killed and restarted) is used again within
+       * about a second of coming back, instead of after a long backoff step.
+       */
+      recoveryMaxDelayMs: positiveMs.default(1_000),
+      recoveryWindowMs: positiveMs.default(30_000),
     })
     .refine((o) => o.initialDelayMs <= o.maxDelayMs, { message: 'initialDelayMs must not exceed maxDelayMs', path: ['initialDelayMs'] })
     .prefault({}),

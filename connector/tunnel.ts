@@ -22,7 +22,18 @@ export interface RelayTunnelOptions {
   /** One connection attempt: resolves with an open transport, rejects with why it failed. */
   connect: () => Promise<FrameTransport>;
   session: Omit<SessionOptions, 'role' | 'clock' | 'logger'>;
-  reconnect: { initialDelayMs: number; maxDelayMs: number; resetAfterMs: number };
+  reconnect: {
+    initialDelayMs: number;
+    maxDelayMs: number;
+    resetAfterMs: number;
+    /**
+     * For `recoveryWindowMs` after a tunnel that was up is lost, retries wait at most this long
+     * (a restarted relay is back in seconds; the connector must not sleep through it). Absent:
+     * maxDelayMs throughout.
+     */
+    recoveryMaxDelayMs?: number;
+    recoveryWindowMs?: number;
+  };
   /** stop(): live streams get this long before they are reset with DRAIN_TIMEOUT. */
   shutdownGraceMs: number;
   onOpen: (incoming: IncomingOpen) => void;
@@ -57,6 +68,8 @@ export class RelayTunnel {
   private current: Live | undefined;
   private readonly draining = new Set<Live>();
   private attempt = 0;
+  /** When a tunnel that was up was lost (clock time), until a new one is up. */
+  private lostAt: number | undefined;
   private retryTimer: TimerHandle | undefined;
   private connecting: Promise<void> | undefined;
   private running = false;
@@ -134,6 +147,7 @@ export class RelayTunnel {
     const session = new Session(transport, { ...this.o.session, role: 'client', clock, logger });
     const live: Live = { session, id: this.o.nextTunnelId(), upAt: clock.now(), since: new Date() };
     this.current = live;
+    this.lostAt = undefined;
     session.on('open', (incoming) => this.o.onOpen(incoming));
     this.o.onSession?.(session);
     session.once('goaway', (info) => this.onGoAway(live, info));
@@ -150,6 +164,7 @@ export class RelayTunnel {
     );
     if (this.current === live) {
       this.current = undefined;
+      this.lostAt ??= this.o.clock.now();
       this.draining.add(live);
     }
     // Our own GOAWAY, then the transport closes as soon as the last stream has ended.
@@ -163,7 +178,10 @@ export class RelayTunnel {
 
   private onClosed(live: Live, err: Error | undefined): void {
     this.draining.delete(live);
-    if (this.current === live) this.current = undefined;
+    if (this.current === live) {
+      this.current = undefined;
+      this.lostAt ??= this.o.clock.now();
+    }
     const upMs = this.o.clock.now() - live.upAt;
     const code = errorCode(err);
     const reason = err ? `${code}: ${err.message}` : 'closed';
@@ -181,7 +199,10 @@ export class RelayTunnel {
   private retryLater(err: unknown): void {
     if (!this.running) return;
     const attempt = this.attempt++;
-    const delayMs = fullJitterDelay(attempt, { ...this.o.reconnect, random: this.o.random });
+    const { recoveryMaxDelayMs, recoveryWindowMs } = this.o.reconnect;
+    const recovering = this.lostAt !== undefined && recoveryMaxDelayMs !== undefined && this.o.clock.now() - this.lostAt < (recoveryWindowMs ?? 0);
+    const maxDelayMs = recovering ? Math.min(this.o.reconnect.maxDelayMs, recoveryMaxDelayMs) : this.o.reconnect.maxDelayMs;
+    const delayMs = fullJitterDelay(attempt, { ...this.o.reconnect, maxDelayMs, random: this.o.random });
     const message = err instanceof Error ? err.message : 'the tunnel closed';
     this.log.warn(
       { event: 'tunnel.retry', relay: this.o.relay, delayMs, attempt: attempt + 1, error: errorCode(err), reason: message },

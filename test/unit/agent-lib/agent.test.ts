@@ -5,6 +5,7 @@ import type { Duplex } from 'node:stream';
 import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { Agent, AgentDialError, type AgentOptions } from '../../../agent-lib/index.js';
+import type { MuxStream } from '../../../src/mux/index.js';
 import { splice } from '../../../src/net/splice.js';
 import { GoAwayReason, OpenResult } from '../../../src/protocol/reasons.js';
 import { makeTestPki, type TestPki } from '../../helpers/pki.js';
@@ -99,6 +100,32 @@ describe('Agent.dial over a relay session', () => {
     const answer = readAll(socket);
     socket.end(payload);
     expect((await answer).equals(createHash('sha256').update(payload).digest())).toBe(true);
+  });
+
+  it('a complete exchange ends with FIN both ways, never a RESET, whichever side ends first', async () => {
+    const agent = newAgent();
+    const runs = 25;
+    for (const first of ['agent', 'connector'] as const) {
+      const accepted: MuxStream[] = [];
+      relay.behavior = connectorSide({
+        tls: material(pki, 'connector', 'hq'),
+        accepted,
+        serve: first === 'agent' ? (socket) => socket.pipe(socket) : (socket) => socket.end('bye'),
+      });
+      for (let i = 0; i < runs; i++) {
+        const socket = await agent.dial({ connector: 'hq', target: 'a.internal:1' });
+        const errors: Error[] = [];
+        socket.on('error', (e: Error) => errors.push(e));
+        const closed = once(socket, 'close');
+        socket.resume();
+        if (first === 'agent') socket.end('hello');
+        else socket.once('end', () => socket.end());
+        await closed;
+        const leg = accepted[i]!;
+        if (!leg.destroyed) await once(leg, 'close');
+        expect({ first, i, errors: errors.map((e) => e.message), resetCode: leg.resetCode }).toEqual({ first, i, errors: [], resetCode: undefined });
+      }
+    }
   });
 
   it('concurrent dials share one relay session, opened on the first dial', async () => {

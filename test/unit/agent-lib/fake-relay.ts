@@ -6,10 +6,11 @@ import type { TLSSocket } from 'node:tls';
 import { Session, type IncomingOpen, type MuxStream } from '../../../src/mux/index.js';
 import { acceptUpgrade, createWebSocketServer, refuseUpgrade, wsTransport } from '../../../src/mux/ws-transport.js';
 import { readMessage } from '../../../src/net/read-message.js';
-import { acceptTlsOverDuplex, loadTlsMaterial, serverTlsOptions, mapTlsError, type TlsMaterial } from '../../../src/pki/index.js';
+import { acceptInnerTls } from '../../../connector/inner-tls.js';
+import { loadTlsMaterial, serverTlsOptions, type TlsMaterial } from '../../../src/pki/index.js';
 import { maxMessageSize, DEFAULT_DECODE_LIMITS } from '../../../src/protocol/frames.js';
 import { decodeInnerRequest, encodeInnerResponse } from '../../../src/protocol/inner.js';
-import { OpenResult, ResetCode } from '../../../src/protocol/reasons.js';
+import { OpenResult } from '../../../src/protocol/reasons.js';
 import type { TestPki } from '../../helpers/pki.js';
 
 /** What the fake does with one open from the agent. */
@@ -115,31 +116,22 @@ export interface ConnectorSideOptions {
 }
 
 /**
- * The connector's side played by the fake: accept the open, run the inner TLS server (refusing
- * a bad agent certificate with RESET INNER_TLS_FAILED and the reason, as the connector does),
- * read the inner request, answer, then serve.
+ * The connector's side played by the fake: accept the open, run the connector's own inner TLS
+ * server, read the inner request, answer, then serve.
  */
 export function connectorSide(o: ConnectorSideOptions): OpenBehavior {
   return async (incoming) => {
-    const stream = incoming.accept();
+    // As the relay does: the stream's correlation id in the OPEN_RESULT metadata.
+    const stream = incoming.accept({ 'correlation-id': `corr-${incoming.id}` });
     o.accepted?.push(stream);
-    // Held until TLS reports why it failed, so the RESET carries the reason (see connector/inner-tls.ts).
-    const destroy = stream.destroy;
-    let handshaking = true;
-    stream.destroy = function (this: MuxStream, err?: Error | null) {
-      if (handshaking && !err) return this;
-      return destroy.call(this, err ?? undefined);
-    } as MuxStream['destroy'];
+    // The real connector's inner TLS server: a refused agent gets RESET INNER_TLS_FAILED with
+    // the reason, and a clean close ends with FIN both ways.
     let socket: TLSSocket;
     try {
-      socket = await acceptTlsOverDuplex(stream, serverTlsOptions(o.tls), { timeoutMs: 10_000 });
-    } catch (err) {
-      delete (stream as { destroy?: unknown }).destroy;
-      stream.reset(ResetCode.INNER_TLS_FAILED, mapTlsError(err).message);
+      socket = (await acceptInnerTls(stream, serverTlsOptions(o.tls), { timeoutMs: 10_000, lingerMs: 10_000 })).tls;
+    } catch {
       return;
     }
-    handshaking = false;
-    delete (stream as { destroy?: unknown }).destroy;
     socket.on('error', () => socket.destroy());
     let request: { target: string };
     try {

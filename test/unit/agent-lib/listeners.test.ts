@@ -314,9 +314,11 @@ describe('runCheck', () => {
     expect(report.inner.cipher).toMatch(/^TLS_/);
     expect(report.sessionRttMs).toHaveLength(3);
     expect(report.streamSetupMs).toBeGreaterThan(0);
+    expect(report.correlationId).toMatch(/^corr-\d+$/);
     const text = formatCheckReport(report);
     expect(text).toContain(report.inner.identity);
     expect(text).toContain('TLSv1.3');
+    expect(text).toContain(report.correlationId!);
   });
 
   it('fails with the dial code when the path is refused', async () => {
