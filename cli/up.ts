@@ -6,13 +6,14 @@ import { Agent, startForward } from '../agent-lib/index.js';
 import { createConnector } from '../connector/index.js';
 import { connectorConfigSchema } from '../connector/options.js';
 import { createRelay } from '../relay/index.js';
+import type { AdminConfig, AdminServer } from '../src/admin/index.js';
 import { relayConfigSchema } from '../relay/options.js';
 import { createAuditLog, pinoAuditSink } from '../src/audit/audit-log.js';
 import { action } from '../src/cli/action.js';
 import { stopOnSignals } from '../src/cli/lifecycle.js';
 import { formatListenAddress, parseListenAddress } from '../src/config/schemas.js';
-import { ConfigError } from '../src/errors.js';
-import { createLogger } from '../src/log.js';
+import { ConfigError, isPosternError } from '../src/errors.js';
+import { createLogger, type Logger } from '../src/log.js';
 import { validateOptions } from '../src/options.js';
 import { initPki, issueCertificate, PKI_FILES, resignCrl } from '../src/pki/index.js';
 import { parseTarget } from '../src/policy/index.js';
@@ -61,17 +62,19 @@ export function registerUp(program: Command): void {
       const relayAudit = createAuditLog('relay', [pinoAuditSink(logger.child({ component: 'relay' })), {
         write: (event) => { if (event.event === 'tunnel.up') tunnelUp(); },
       }]);
-      const relay = await createRelay(relayConfig, { logger: logger.child({ component: 'relay' }), audit: relayAudit });
-      const { port } = await relay.start();
+      const relay = await startWithAdmin('relay', relayConfig.admin, logger, (admin) =>
+        createRelay({ ...relayConfig, admin }, { logger: logger.child({ component: 'relay' }), audit: relayAudit }));
+      const { port } = relay.status().listening!;
       const relayUrl = `wss://localhost:${port}`;
 
-      const connector = await createConnector(validateOptions(connectorConfigSchema, {
+      const connectorConfig = validateOptions(connectorConfigSchema, {
         trustDomain: TRUST_DOMAIN,
         relays: [relayUrl],
         tls: { ...files.connector, ca: files.ca, crl: files.crl },
         allowlist: { targets: [target.canonical] },
-      }, 'postern up (connector)'), { logger: logger.child({ component: 'connector' }) });
-      await connector.start();
+      }, 'postern up (connector)');
+      const connector = await startWithAdmin('connector', connectorConfig.admin, logger, async (admin) =>
+        createConnector({ ...connectorConfig, admin }, { logger: logger.child({ component: 'connector' }) }));
       await tunnelReady;
 
       const agent = new Agent({ trustDomain: TRUST_DOMAIN, relay: relayUrl, tls: { ...files.user, ca: files.ca, crl: files.crl } }, { logger: logger.child({ component: 'agent' }) });
@@ -87,6 +90,7 @@ export function registerUp(program: Command): void {
           `  psql -h ${local.host} -p ${local.port} -U postgres`,
           '',
           `Check the path:  postern agent check --config ${join(dir, 'agent.yaml')} --connector hq --target ${target.canonical}`,
+          ...adminLines([['relay', relay.admin], ['connector', connector.admin]]),
           'Ctrl-C stops everything.',
           '',
         ].join('\n'),
@@ -100,6 +104,37 @@ export function registerUp(program: Command): void {
         await relay.stop(2_000);
       }, logger);
     }));
+}
+
+/**
+ * Starts a component with its admin endpoint on the default port (relay 9090, connector 9091);
+ * when that port is taken (a second `postern up`, a Prometheus server) it starts without one
+ * and says so: `postern up` is a demo, not a service whose probes depend on it.
+ */
+async function startWithAdmin<T extends { start(): Promise<unknown> }>(
+  name: string,
+  admin: AdminConfig,
+  log: Logger,
+  create: (admin: AdminConfig) => Promise<T>,
+): Promise<T> {
+  const component = await create(admin);
+  try {
+    await component.start();
+    return component;
+  } catch (err) {
+    if (!isPosternError(err, 'POSTERN_ERR_ADMIN_LISTEN')) throw err;
+    log.warn({ event: 'admin.unavailable', component: name, code: err.code, err: err.message }, `${name} runs without its admin endpoint: ${err.message}`);
+  }
+  const without = await create(false);
+  await without.start();
+  return without;
+}
+
+function adminLines(admins: Array<[string, AdminServer | undefined]>): string[] {
+  return [
+    'Admin endpoints (Prometheus metrics, status JSON, readiness):',
+    ...admins.map(([name, admin]) => `  ${name}: ${admin ? `${admin.url}/metrics  ${admin.url}/v1/status  ${admin.url}/readyz` : 'off (its default port is taken; see the log)'}`),
+  ];
 }
 
 /**
