@@ -2,8 +2,8 @@ import type { Command } from 'commander';
 import { resolve } from 'node:path';
 import { action } from '../src/cli/action.js';
 import { stopOnSignals } from '../src/cli/lifecycle.js';
-import { loadConfigFile } from '../src/config/load-file.js';
-import { formatListenAddress } from '../src/config/schemas.js';
+import { configEnvName, envName, loadLayeredConfig } from '../src/config/layers.js';
+import { formatListenAddress, logSchema } from '../src/config/schemas.js';
 import { ConfigError } from '../src/errors.js';
 import { createLogger, type Logger } from '../src/log.js';
 import { Agent } from './agent.js';
@@ -58,7 +58,7 @@ function positiveInt(flag: string): (value: string) => number {
 
 function commonOptions(cmd: Command): Command {
   return cmd
-    .option('--config <file>', 'agent.yaml (relative paths in it resolve against its directory)')
+    .option('--config <file>', 'agent.yaml (default: $POSTERN_AGENT_CONFIG); relative paths in it resolve against its directory; POSTERN_AGENT_* variables override it, flags override both')
     .option('--relay <url>', 'wss:// URL of the relay (overrides the config)')
     .option('--trust-domain <td>', 'trust domain, e.g. hospital.example')
     .option('--cert <file>', 'the user or service certificate')
@@ -68,49 +68,65 @@ function commonOptions(cmd: Command): Command {
     .option('--inner-ca <file>', 'trust bundle for connectors (inner TLS), when it differs')
     .option('--inner-crl <file>', 'CRL for the inner trust bundle (repeat for several)', collect)
     .option('--log-level <level>', 'fatal|error|warn|info|debug|trace (default: info; warn for check)')
-    .option('--log-format <format>', 'json|pretty (default: pretty on a terminal)');
+    .option('--log-format <format>', 'json|pretty (default: the config, else pretty when stderr is a terminal)');
 }
 
-/** Agent options from --config and flags; a flag wins over the config, flag paths resolve against the working directory. */
-async function agentOptions(flags: CommonFlags): Promise<{ options: AgentOptions; baseDir?: string }> {
+/** agent.yaml as the CLI reads it: the Agent's options plus how the CLI logs. */
+export const agentCliConfigSchema = agentOptionsSchema.extend({ log: logSchema });
+
+/**
+ * Agent options from agent.yaml (--config or POSTERN_AGENT_CONFIG) < POSTERN_AGENT_* < flags,
+ * validated once; flag paths resolve against the working directory, the file's against its
+ * directory.
+ */
+async function agentOptions(flags: CommonFlags, defaultLevel: string): Promise<{ options: AgentOptions; baseDir: string; log: { level: string; format: 'json' | 'pretty' } }> {
   const path = (p: string | undefined): string | undefined => (p === undefined ? undefined : resolve(p));
-  const paths = (list: string[] | undefined): string[] | undefined => list?.map((p) => resolve(p));
-  let config: Partial<AgentOptions> = {};
-  let baseDir: string | undefined;
-  if (flags.config !== undefined) {
-    const loaded = await loadConfigFile(flags.config, agentOptionsSchema);
-    config = loaded.config;
-    baseDir = loaded.baseDir;
-  } else {
-    const missing = (
-      [
-        ['--relay', flags.relay],
-        ['--trust-domain', flags.trustDomain],
-        ['--cert', flags.cert],
-        ['--key', flags.key],
-        ['--ca', flags.ca],
-      ] as const
-    )
-      .filter(([, value]) => value === undefined)
-      .map(([flag]) => flag);
+  const given: Array<[flag: string, path: string, value: unknown]> = [
+    ['--relay', 'relay', flags.relay],
+    ['--trust-domain', 'trustDomain', flags.trustDomain],
+    ['--cert', 'tls.cert', path(flags.cert)],
+    ['--key', 'tls.key', path(flags.key)],
+    ['--ca', 'tls.ca', path(flags.ca)],
+    ['--crl', 'tls.crl', flags.crl?.map((p) => resolve(p))],
+    ['--inner-ca', 'inner.ca', path(flags.innerCa)],
+    ['--inner-crl', 'inner.crl', flags.innerCrl?.map((p) => resolve(p))],
+    ['--log-level', 'log.level', flags.logLevel],
+    ['--log-format', 'log.format', flags.logFormat],
+  ];
+  if (flags.config === undefined && process.env[configEnvName('agent')] === undefined) {
+    // Without a file, the five settings an agent cannot do without come from flags or variables.
+    const setByEnv = (p: string): boolean => {
+      const parts = p.split('.');
+      return process.env[envName('agent', parts)] !== undefined || process.env[envName('agent', parts.slice(0, 1))] !== undefined;
+    };
+    const missing = given.slice(0, 5).filter(([, p, value]) => value === undefined && !setByEnv(p)).map(([flag]) => flag);
     if (missing.length > 0) {
       throw new ConfigError('POSTERN_ERR_USAGE', `without --config, pass ${missing.join(', ')} (or all of them in agent.yaml with --config)`, { details: { missing } });
     }
   }
-  const defined = <T extends object>(o: T): Partial<T> => Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
-  const options = {
-    ...config,
-    ...defined({ relay: flags.relay, trustDomain: flags.trustDomain }),
-    tls: { ...config.tls, ...defined({ cert: path(flags.cert), key: path(flags.key), ca: path(flags.ca), crl: paths(flags.crl) }) },
-    inner: { ...config.inner, ...defined({ ca: path(flags.innerCa), crl: paths(flags.innerCrl) }) },
-  } as AgentOptions;
-  return baseDir === undefined ? { options } : { options, baseDir };
+  const layered = await loadLayeredConfig({
+    program: 'agent',
+    schema: agentCliConfigSchema,
+    configFlag: flags.config,
+    env: process.env,
+    cwd: process.cwd(),
+    flags: given.map(([flag, p, value]) => ({ flag, path: p, value })),
+  });
+  const { log, ...options } = layered.config;
+  return {
+    options: options as AgentOptions,
+    baseDir: layered.baseDir,
+    log: {
+      level: layered.isSet('log.level') ? log.level : defaultLevel,
+      format: layered.isSet('log.format') ? log.format : process.stderr.isTTY ? 'pretty' : 'json',
+    },
+  };
 }
 
 async function openAgent(flags: CommonFlags, defaultLevel = 'info'): Promise<{ agent: Agent; logger: Logger }> {
-  const logger = createLogger({ name: 'agent', level: flags.logLevel ?? defaultLevel, format: flags.logFormat ?? (process.stderr.isTTY ? 'pretty' : 'json') });
-  const { options, baseDir } = await agentOptions(flags);
-  return { agent: new Agent(options, { logger, ...(baseDir === undefined ? {} : { baseDir }) }), logger };
+  const { options, baseDir, log } = await agentOptions(flags, defaultLevel);
+  const logger = createLogger({ name: 'agent', ...log });
+  return { agent: new Agent(options, { logger, baseDir }), logger };
 }
 
 /** Opens the relay session at start, so a wrong relay or certificate shows at once (the listener keeps running; dials retry). */

@@ -1,46 +1,53 @@
 import type { Command } from 'commander';
 import { action } from '../src/cli/action.js';
 import { reloadOnSignal, stopOnSignals } from '../src/cli/lifecycle.js';
-import { loadConfigFile } from '../src/config/load-file.js';
-import { ConfigError } from '../src/errors.js';
+import { resolve } from 'node:path';
+import { configEnvName, loadLayeredConfig, type LayeredConfigInput } from '../src/config/layers.js';
 import { createLogger } from '../src/log.js';
 import { createConnector } from './index.js';
 import { connectorConfigSchema } from './options.js';
 
 interface ConnectorFlags {
-  config: string;
+  config?: string;
   logLevel?: string;
   logFormat?: string;
 }
-
-const LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
-const FORMATS = ['json', 'pretty'];
 
 /** `postern connector --config connector.yaml` */
 export function registerConnectorCommand(program: Command): void {
   program
     .command('connector')
     .description('run a connector: tunnels to every relay (reconnecting forever), the local allowlist, inner TLS 1.3 with agents, dialing targets')
-    .requiredOption('--config <file>', 'connector.yaml (relative paths in it resolve against its directory)')
+    .option('--config <file>', `connector.yaml (default: $${configEnvName('connector')}); relative paths in it resolve against its directory; POSTERN_CONNECTOR_* variables override it, flags override both`)
     .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent (overrides the config)')
-    .option('--log-format <format>', 'json|pretty (default: pretty on a terminal, else the config)')
+    .option('--log-format <format>', 'json|pretty (default: the config, else pretty when stderr is a terminal)')
     .action(
       action(async (flags: ConnectorFlags) => {
-        if (flags.logLevel !== undefined && !LEVELS.includes(flags.logLevel)) {
-          throw new ConfigError('POSTERN_ERR_CONFIG_INVALID', `--log-level: expected one of ${LEVELS.join('|')}, got "${flags.logLevel}"`);
-        }
-        if (flags.logFormat !== undefined && !FORMATS.includes(flags.logFormat)) {
-          throw new ConfigError('POSTERN_ERR_CONFIG_INVALID', `--log-format: expected json or pretty, got "${flags.logFormat}"`);
-        }
-        const { config, baseDir } = await loadConfigFile(flags.config, connectorConfigSchema);
+        // YAML file < POSTERN_CONNECTOR_* < flags, validated once.
+        const input: LayeredConfigInput<typeof connectorConfigSchema> = {
+          program: 'connector',
+          schema: connectorConfigSchema,
+          configFlag: flags.config,
+          env: { ...process.env },
+          cwd: process.cwd(),
+          flags: [
+            { flag: '--log-level', path: 'log.level', value: flags.logLevel },
+            { flag: '--log-format', path: 'log.format', value: flags.logFormat },
+          ],
+        };
+        const layered = await loadLayeredConfig(input);
+        const { config, baseDir } = layered;
         const logger = createLogger({
           name: 'connector',
-          level: flags.logLevel ?? config.log.level,
-          format: (flags.logFormat as 'json' | 'pretty' | undefined) ?? (process.stderr.isTTY ? 'pretty' : config.log.format),
+          level: config.log.level,
+          format: layered.isSet('log.format') ? config.log.format : process.stderr.isTTY ? 'pretty' : 'json',
         });
-        // A change of the config file (or SIGHUP) applies its allowlist without a restart.
-        const reloadConfig = async () => (await loadConfigFile(flags.config, connectorConfigSchema)).config;
-        const connector = createConnector(config, { logger, baseDir, configFile: flags.config, reloadConfig });
+        logger.info({ event: 'config.loaded', file: layered.file, overrides: layered.overrides }, 'configuration loaded');
+        // A change of the config file (or SIGHUP) applies its allowlist without a restart; the
+        // same variables and flags as at start apply over the new file.
+        const reloadConfig = async () => (await loadLayeredConfig(input)).config;
+        const configFile = layered.file === undefined ? undefined : resolve(layered.file);
+        const connector = createConnector(config, { logger, baseDir, ...(configFile === undefined ? {} : { configFile }), reloadConfig });
         await connector.start();
         logger.info({ event: 'connector.started', identity: connector.identity.uri, relays: config.relays }, 'connector started');
         stopOnSignals(() => connector.stop(), logger);

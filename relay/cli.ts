@@ -2,15 +2,13 @@ import type { Command } from 'commander';
 import { resolve } from 'node:path';
 import { action } from '../src/cli/action.js';
 import { reloadOnSignal, stopOnSignals } from '../src/cli/lifecycle.js';
-import { loadConfigFile } from '../src/config/load-file.js';
-import { parseListenAddress } from '../src/config/schemas.js';
-import { ConfigError } from '../src/errors.js';
+import { configEnvName, loadLayeredConfig } from '../src/config/layers.js';
 import { createLogger } from '../src/log.js';
 import { createRelay } from './index.js';
 import { relayConfigSchema } from './options.js';
 
 interface RelayFlags {
-  config: string;
+  config?: string;
   listen?: string;
   logLevel?: string;
   logFormat?: 'json' | 'pretty';
@@ -22,22 +20,34 @@ export function registerRelay(program: Command): void {
   program
     .command('relay')
     .description('run a relay: one TLS 1.3 port for connector tunnels and agent sessions')
-    .requiredOption('--config <file>', 'relay.yaml')
+    .option('--config <file>', `relay.yaml (default: $${configEnvName('relay')}); POSTERN_RELAY_* variables override it, flags override both`)
     .option('--listen <host:port>', 'override "listen" of the config')
-    .option('--log-level <level>', 'fatal|error|warn|info|debug|trace (overrides the config)')
-    .option('--log-format <format>', 'json|pretty (default: pretty on a terminal)')
+    .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent (overrides the config)')
+    .option('--log-format <format>', 'json|pretty (default: the config, else pretty when stderr is a terminal)')
     .option('--tap-dir <dir>', 'auditor\'s tap: write the first 64 KiB of each spliced stream, both ways, to files in <dir>')
     .action(action(async (flags: RelayFlags) => {
-      const { config, baseDir } = await loadConfigFile(flags.config, relayConfigSchema);
-      const listen = flags.listen === undefined ? config.listen : parseListenAddress(flags.listen);
-      if (!listen) throw new ConfigError('POSTERN_ERR_CONFIG_INVALID', `--listen: expected host:port, got "${flags.listen}"`);
+      // YAML file < POSTERN_RELAY_* < flags, validated once; a flag's path is relative to the working directory.
+      const layered = await loadLayeredConfig({
+        program: 'relay',
+        schema: relayConfigSchema,
+        configFlag: flags.config,
+        env: process.env,
+        cwd: process.cwd(),
+        flags: [
+          { flag: '--listen', path: 'listen', value: flags.listen },
+          { flag: '--log-level', path: 'log.level', value: flags.logLevel },
+          { flag: '--log-format', path: 'log.format', value: flags.logFormat },
+          { flag: '--tap-dir', path: 'tap.dir', value: flags.tapDir === undefined ? undefined : resolve(flags.tapDir) },
+        ],
+      });
+      const { config, baseDir } = layered;
       const logger = createLogger({
         name: 'relay',
-        level: flags.logLevel ?? config.log.level,
-        format: flags.logFormat ?? (process.stderr.isTTY ? 'pretty' : config.log.format),
+        level: config.log.level,
+        format: layered.isSet('log.format') ? config.log.format : process.stderr.isTTY ? 'pretty' : 'json',
       });
-      const tap = flags.tapDir === undefined ? config.tap : { dir: resolve(flags.tapDir), maxBytes: config.tap?.maxBytes ?? 65_536 };
-      const relay = await createRelay({ ...config, listen, tap }, { logger, baseDir });
+      logger.info({ event: 'config.loaded', file: layered.file, overrides: layered.overrides }, 'configuration loaded');
+      const relay = await createRelay(config, { logger, baseDir });
       await relay.start();
       // SIGTERM/SIGINT drain for drain.graceMs (a second signal exits at once); SIGHUP reloads.
       stopOnSignals(() => relay.stop(), logger);
