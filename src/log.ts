@@ -1,5 +1,6 @@
 import { pino, type Logger, type DestinationStream } from 'pino';
 import pretty from 'pino-pretty';
+import { Writable } from 'node:stream';
 
 export type { Logger };
 
@@ -7,7 +8,7 @@ export interface LogOptions {
   level?: string;
   /** Component name: relay, connector, agent, pki… */
   name: string;
-  /** 'json' (default) or 'pretty' (for a terminal). */
+  /** 'json' (default) or 'pretty' (for a terminal; scrubbed as JSON first, then formatted). */
   format?: 'json' | 'pretty';
   destination?: DestinationStream;
 }
@@ -25,14 +26,26 @@ export function createLogger(options: LogOptions): Logger {
     level: options.level ?? 'info',
     redact: { paths: REDACT_PATHS, censor: '[redacted]' },
   };
-  if (options.destination) return pino(base, scrubbing(options.destination));
   if (options.format === 'pretty') {
-    // In-process (not a transport worker) so that the scrubbing stream sees every line.
-    return pino(base, scrubbing(pretty({ destination: 2, sync: true })));
+    // In-process (not a transport worker) so that the scrubbing stream sees every line first.
+    const to = options.destination;
+    const out = to === undefined ? pretty({ destination: 2, sync: true }) : pretty({ destination: toWritable(to), sync: true, colorize: false });
+    return pino(base, scrubbing(out));
   }
+  if (options.destination) return pino(base, scrubbing(options.destination));
   // stderr so that commands whose stdout is data (pki inspect --json, bundle) stay clean.
   const destination = pino.destination({ fd: 2, sync: false });
   return pino(base, { ...scrubbing(destination), flush: (cb?: (err?: Error) => void) => destination.flush(cb), flushSync: () => destination.flushSync() } as DestinationStream);
+}
+
+/** pino-pretty pipes into a real stream; a destination may be a bare `{ write }`. */
+function toWritable(destination: DestinationStream): Writable {
+  return new Writable({
+    write(chunk: Buffer, _encoding, callback) {
+      destination.write(chunk.toString('utf8'));
+      callback();
+    },
+  });
 }
 
 /**

@@ -67,6 +67,20 @@ describe('logs never carry keys or passwords', () => {
     expect(JSON.parse(lines[1]!)).toMatchObject({ err: { type: 'Error', message: 'boom', code: 'POSTERN_ERR_INTERNAL', stack: expect.stringContaining('boom') } });
   });
 
+  it('the pretty format is scrubbed too (the JSON line is scrubbed before it is formatted)', async () => {
+    let written!: (text: string) => void;
+    const text = await new Promise<string>((resolve) => {
+      written = resolve;
+      const logger = createLogger({ name: 'test', level: 'info', format: 'pretty', destination: { write: (line: string) => written(line) } });
+      logger.info({ proxy: PROXY_URL, key: KEY_PEM, material: KEY_PEM }, `Proxy-Authorization: Basic ${BASIC}`);
+    });
+    expect(text).toContain('http://alice:[redacted]@proxy.hospital.example:3128');
+    expect(text).not.toContain(PASSWORD);
+    expect(text).not.toContain(BASIC);
+    expect(text).not.toContain(KEY_BODY.slice(0, 24));
+    expect(text).not.toMatch(/^\{/); // formatted, not JSON
+  });
+
   it('scrubString covers the spellings', () => {
     expect(scrubString('socks5://u:p@h:1 and https://x:y@z/')).toBe('socks5://u:[redacted]@h:1 and https://x:[redacted]@z/');
     expect(scrubString('Authorization: Bearer abc.def')).toBe('Authorization: Bearer [redacted]');
