@@ -23,11 +23,19 @@ export const STREAM_RESULTS: readonly StreamResult[] = Object.freeze([
 export const HANDSHAKE_PLACES = ['outer', 'upgrade', 'connector', 'agent', 'inner', 'tunnel', 'other'] as const;
 export type HandshakePlace = (typeof HANDSHAKE_PLACES)[number];
 
-/** Limits counted when they refuse something, by the option name that sets them. */
-export const LIMIT_NAMES = [
-  'maxSessions', 'maxStreams', 'maxPendingOpens', 'maxOpensPerSecond', 'maxConcurrentHandshakes', 'maxConnections',
-] as const;
+/**
+ * Limits counted when they refuse something, by the option name that sets them, with the
+ * process that enforces each (only its own read 0 from the start). The mux's per-session limits
+ * (maxStreams, maxPendingOpens, maxOpensPerSecond) are not here: the session refuses those
+ * itself and reports no event; the peer counts the refusal as streams_total{result="limit_reached"}.
+ */
+export const LIMIT_NAMES = ['maxSessions', 'maxConcurrentHandshakes', 'maxConnections'] as const;
 export type LimitName = (typeof LIMIT_NAMES)[number];
+export const LIMITS_OF: Readonly<Record<Component, readonly LimitName[]>> = Object.freeze({
+  relay: ['maxSessions'],
+  connector: ['maxConcurrentHandshakes'],
+  agent: ['maxConnections'],
+});
 
 export const RELOAD_RESULTS = ['ok', 'rejected'] as const;
 export type ReloadResult = (typeof RELOAD_RESULTS)[number];

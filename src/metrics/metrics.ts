@@ -2,7 +2,7 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
 import { ERROR_CATALOGUE } from '../errors.js';
 import { describeOpenResult, OpenResult } from '../protocol/reasons.js';
 import {
-  CERTIFICATE_KINDS, DIRECTIONS, HANDSHAKE_PLACES, LIMIT_NAMES, METRICS, OPEN_DURATION_BUCKETS, RELOAD_RESULTS, STREAM_RESULTS,
+  CERTIFICATE_KINDS, DIRECTIONS, HANDSHAKE_PLACES, LIMIT_NAMES, LIMITS_OF, METRICS, OPEN_DURATION_BUCKETS, RELOAD_RESULTS, STREAM_RESULTS,
   type CertificateKind, type Component, type Direction, type HandshakePlace, type LimitName, type MetricKey, type ReloadResult,
   type StreamResult,
 } from './definitions.js';
@@ -126,7 +126,7 @@ export function createMetrics(component: Component, options: MetricsOptions = {}
     policyReloads.inc({ result }, 0);
     tlsReloads.inc({ result }, 0);
   }
-  for (const limit of LIMIT_NAMES) limitsHit.inc({ limit }, 0);
+  for (const limit of LIMITS_OF[component]) limitsHit.inc({ limit }, 0);
 
   if (options.defaultMetrics) collectDefaultMetrics({ register: registry });
 

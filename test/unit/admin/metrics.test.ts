@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
 import { describe, expect, it } from 'vitest';
 import {
-  createMetrics, HANDSHAKE_PLACES, LIMIT_NAMES, METRICS, STREAM_RESULTS, streamResultOf, type ByteCountingSession, type Component,
+  createMetrics, HANDSHAKE_PLACES, METRICS, STREAM_RESULTS, streamResultOf, type ByteCountingSession, type Component,
 } from '../../../src/metrics/index.js';
 import { OpenResult, REASON_TABLES } from '../../../src/protocol/reasons.js';
 import { parsePromText, typesOf, valueOf } from './prom-text.js';
@@ -48,7 +48,10 @@ describe('metric definitions', () => {
   it('closed label lists read 0 before any event; no default Node metrics unless asked', async () => {
     const { samples } = await scrape(createMetrics('relay'));
     for (const result of STREAM_RESULTS) expect(valueOf(samples, 'postern_streams_total', { result })).toBe(0);
-    for (const limit of LIMIT_NAMES) expect(valueOf(samples, 'postern_limits_hit_total', { limit })).toBe(0);
+    expect(valueOf(samples, 'postern_limits_hit_total', { limit: 'maxSessions' })).toBe(0);
+    // A limit another process enforces has no series here.
+    expect(valueOf(samples, 'postern_limits_hit_total', { limit: 'maxConcurrentHandshakes' })).toBeUndefined();
+
     expect(valueOf(samples, 'postern_stream_bytes_total', { direction: 'up' })).toBe(0);
     expect(valueOf(samples, 'postern_policy_reloads_total', { result: 'rejected' })).toBe(0);
     expect(samples.some((s) => s.name.startsWith('process_') || s.name.startsWith('nodejs_'))).toBe(false);
@@ -136,7 +139,7 @@ describe('counting', () => {
     metrics.handshakeFailure('outer', 'POSTERN_ERR_TLS_CERT_REVOKED');
     metrics.handshakeFailure('outer', 'ECONNRESET');
     metrics.handshakeFailure('somewhere' as never, 'spiffe://hospital.example/org/x/user/mallory');
-    metrics.limitHit('maxStreams');
+    metrics.limitHit('maxConcurrentHandshakes');
     metrics.limitHit('a-peer-chosen-name' as never);
     metrics.policyReload('ok');
     metrics.policyReload('weird' as never);
@@ -144,7 +147,7 @@ describe('counting', () => {
     expect(valueOf(samples, 'postern_handshake_failures_total', { place: 'outer', code: 'POSTERN_ERR_TLS_CERT_REVOKED' })).toBe(1);
     expect(valueOf(samples, 'postern_handshake_failures_total', { place: 'outer', code: 'other' })).toBe(1);
     expect(valueOf(samples, 'postern_handshake_failures_total', { place: 'other', code: 'other' })).toBe(1);
-    expect(valueOf(samples, 'postern_limits_hit_total', { limit: 'maxStreams' })).toBe(1);
+    expect(valueOf(samples, 'postern_limits_hit_total', { limit: 'maxConcurrentHandshakes' })).toBe(1);
     expect(valueOf(samples, 'postern_limits_hit_total', { limit: 'other' })).toBe(1);
     expect(valueOf(samples, 'postern_policy_reloads_total', { result: 'ok' })).toBe(1);
     expect(valueOf(samples, 'postern_policy_reloads_total', { result: 'rejected' })).toBe(1);
