@@ -14,7 +14,8 @@ import { startSocks, type SocksMapEntry } from './socks5.js';
 
 interface CommonFlags {
   config?: string;
-  relay?: string;
+  /** Repeatable: the first is `relay`, the others `relays` (the failover pool). */
+  relay?: string[];
   trustDomain?: string;
   cert?: string;
   key?: string;
@@ -59,7 +60,7 @@ function positiveInt(flag: string): (value: string) => number {
 function commonOptions(cmd: Command): Command {
   return cmd
     .option('--config <file>', 'agent.yaml (default: $POSTERN_AGENT_CONFIG); relative paths in it resolve against its directory; POSTERN_AGENT_* variables override it, flags override both')
-    .option('--relay <url>', 'wss:// URL of the relay (overrides the config)')
+    .option('--relay <url>', 'wss:// URL of a relay; repeat for a pool (the first is tried first, the others on a drain or failure); overrides relay and relays of the config', collect)
     .option('--trust-domain <td>', 'trust domain, e.g. hospital.example')
     .option('--cert <file>', 'the user or service certificate')
     .option('--key <file>', 'its private key')
@@ -82,7 +83,7 @@ export const agentCliConfigSchema = agentOptionsSchema.extend({ log: logSchema }
 async function agentOptions(flags: CommonFlags, defaultLevel: string): Promise<{ options: AgentOptions; baseDir: string; log: { level: string; format: 'json' | 'pretty' } }> {
   const path = (p: string | undefined): string | undefined => (p === undefined ? undefined : resolve(p));
   const given: Array<[flag: string, path: string, value: unknown]> = [
-    ['--relay', 'relay', flags.relay],
+    ['--relay', 'relay', flags.relay?.[0]],
     ['--trust-domain', 'trustDomain', flags.trustDomain],
     ['--cert', 'tls.cert', path(flags.cert)],
     ['--key', 'tls.key', path(flags.key)],
@@ -92,6 +93,8 @@ async function agentOptions(flags: CommonFlags, defaultLevel: string): Promise<{
     ['--inner-crl', 'inner.crl', flags.innerCrl?.map((p) => resolve(p))],
     ['--log-level', 'log.level', flags.logLevel],
     ['--log-format', 'log.format', flags.logFormat],
+    // Flags name the whole pool: relays of the file or environment do not mix in.
+    ['--relay', 'relays', flags.relay?.slice(1)],
   ];
   if (flags.config === undefined && process.env[configEnvName('agent')] === undefined) {
     // Without a file, the five settings an agent cannot do without come from flags or variables.

@@ -10,6 +10,7 @@ import { splice } from '../../../src/net/splice.js';
 import { GoAwayReason, OpenResult } from '../../../src/protocol/reasons.js';
 import { makeTestPki, type TestPki } from '../../helpers/pki.js';
 import { startPostgres, type TestPostgres } from '../../helpers/pg.js';
+import { releasedPort } from '../../helpers/relay-pool.js';
 import { connectorSide, material, startFakeRelay, type FakeRelay } from './fake-relay.js';
 
 let pki: TestPki;
@@ -160,6 +161,55 @@ describe('Agent.dial over a relay session', () => {
     const socket = await agent.dial({ connector: 'hq', target: 'a.internal:1' });
     expect(relay.upgrades).toBe(upgrades + 1);
     socket.destroy();
+  });
+});
+
+describe('Agent with a pool of relays (relays)', () => {
+  let second: FakeRelay;
+  beforeAll(async () => {
+    second = await startFakeRelay(pki, () => undefined);
+    second.behavior = connectorSide({ tls: material(pki, 'connector', 'hq') });
+  });
+  afterAll(async () => {
+    await second?.close();
+  });
+
+  const roundTrip = async (agent: Agent, marker: string): Promise<string> => {
+    const socket = await agent.dial({ connector: 'hq', target: 'a.internal:1' });
+    const answer = readAll(socket);
+    socket.end(marker);
+    return (await answer).toString();
+  };
+
+  it('a GOAWAY sends the next session to the next relay of the pool, and round the pool', async () => {
+    const agent = newAgent('alice', { relays: [second.url] });
+    const [firstBefore, secondBefore] = [relay.upgrades, second.upgrades];
+    expect(await roundTrip(agent, 'one')).toBe('one');
+    expect([relay.upgrades - firstBefore, second.upgrades - secondBefore]).toEqual([1, 0]);
+    relay.sessions.at(-1)!.goAway(GoAwayReason.DRAIN, 'rolling deploy');
+    expect(await roundTrip(agent, 'two')).toBe('two');
+    expect([relay.upgrades - firstBefore, second.upgrades - secondBefore]).toEqual([1, 1]);
+    second.sessions.at(-1)!.goAway(GoAwayReason.DRAIN, 'rolling deploy');
+    expect(await roundTrip(agent, 'three')).toBe('three');
+    expect([relay.upgrades - firstBefore, second.upgrades - secondBefore]).toEqual([2, 1]);
+  });
+
+  it('a relay that cannot be reached, or refuses the session, is followed by the next one', async () => {
+    const down = `wss://localhost:${await releasedPort()}`;
+    // The fake refuses any path but /v1/agent (404), as a draining relay refuses with 503.
+    const refusing = `${second.url}/elsewhere`;
+    const before = relay.upgrades;
+    const agent = newAgent('alice', { relay: down, relays: [refusing, relay.url] });
+    expect(await roundTrip(agent, 'hello')).toBe('hello');
+    expect(relay.upgrades).toBe(before + 1);
+  });
+
+  it("when no relay of the pool answers, the dial fails with the first relay's error", async () => {
+    const [a, b] = [await releasedPort(), await releasedPort()];
+    const agent = newAgent('alice', { relay: `wss://localhost:${a}`, relays: [`wss://localhost:${b}`] });
+    const err = await agent.dial({ connector: 'hq', target: 'a.internal:1' }).catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: 'POSTERN_ERR_WS_CONNECT', stage: 'session' });
+    expect((err as Error).message).toContain(String(a));
   });
 });
 

@@ -8,6 +8,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { OpenResult } from '../../../src/protocol/reasons.js';
 import { makeTestPki, type TestPki } from '../../helpers/pki.js';
 import { runPostern, startPostern, stopAll } from '../../helpers/processes.js';
+import { releasedPort } from '../../helpers/relay-pool.js';
 import { connectorSide, material, startFakeRelay, type FakeRelay } from './fake-relay.js';
 
 // These run the built CLI (dist/): `npm test` builds first.
@@ -60,6 +61,17 @@ describe('postern agent check', () => {
     const { code, stdout } = await runPostern(['agent', 'check', '--config', join(pki.dir, 'agent.yaml'), '--connector', 'hq', '--target', 'postgres.internal:5432']);
     expect(code).toBe(0);
     expect(stdout).toContain(`spiffe://${pki.trustDomain}/org/st-mary/connector/hq (inner TLSv1.3`);
+  });
+
+  it('--relay repeats for a pool: a first relay that cannot be reached is followed by the next', async () => {
+    const down = `wss://localhost:${await releasedPort()}`;
+    const pool = ['--relay', down, '--relay', relay.url, ...flags().slice(2)];
+    const { code, stdout, stderr } = await runPostern(['agent', 'check', ...pool, '--connector', 'hq', '--target', 'postgres.internal:5432', '--json']);
+    expect(code).toBe(0);
+    // The skipped relay is named on stderr (a warning), the evidence on stdout is the next relay's.
+    expect(stderr).toContain('agent.relay-failover');
+    expect(stderr).toContain(down);
+    expect((JSON.parse(stdout) as { relay: { identity: string } }).relay.identity).toBe(`spiffe://${pki.trustDomain}/relay/relay-1`);
   });
 
   it('exits 1 with the code and the rule when the relay refuses', async () => {
