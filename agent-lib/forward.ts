@@ -6,6 +6,8 @@ import type { Logger } from '../src/log.js';
 import { splice } from '../src/net/splice.js';
 import { validateOptions } from '../src/options.js';
 import { parseTarget } from '../src/policy/index.js';
+import { StreamError } from '../src/mux/index.js';
+import { describeResetCode } from '../src/protocol/reasons.js';
 import type { Agent } from './agent.js';
 import { listenAddress, listenOn } from './listen.js';
 import { checkConnectorId } from './validate.js';
@@ -83,10 +85,14 @@ export async function startForward(agent: Agent, options: ForwardOptions): Promi
         }
         log.debug({ event: 'forward.connected', remote, setupMs: Math.round(info.setupMs) }, 'stream connected');
         const result = await splice(local, info.socket);
-        log.debug(
-          { event: 'forward.closed', remote, bytesUp: result.aToB, bytesDown: result.bToA, ...(result.error ? { error: result.error.message, side: result.failedSide === 'a' ? 'local' : 'tunnel' } : {}) },
-          'stream closed',
-        );
+        const counts = { remote, bytesUp: result.aToB, bytesDown: result.bToA };
+        if (result.error && result.failedSide === 'b') {
+          // Cut from the far side (revoked, policy changed, drain, target gone): the user must read why.
+          const end = tunnelEnd(result.error);
+          log.warn({ event: 'forward.reset', ...counts, ...end }, `stream reset: ${end.code}${end.reset ? ` (${end.reset})` : ''}: ${end.reason}`);
+        } else {
+          log.debug({ event: 'forward.closed', ...counts, ...(result.error ? { error: result.error.message, side: 'local' } : {}) }, 'stream closed');
+        }
       },
       (err: unknown) => {
         if (controller.signal.aborted) {
@@ -115,4 +121,15 @@ export async function startForward(agent: Agent, options: ForwardOptions): Promi
         for (const socket of sockets) socket.destroy();
       }),
   };
+}
+
+/**
+ * Why a tunnelled stream ended, for the line `postern agent forward|socks` prints: the error code
+ * (POSTERN_ERR_STREAM_REVOKED…), for a RESET its wire name (REVOKED), and the reason text the
+ * relay or connector sent with it.
+ */
+export function tunnelEnd(err: Error): { code: string; reset?: string; reason: string } {
+  const errno = (err as NodeJS.ErrnoException).code;
+  const code = isPosternError(err) ? err.code : typeof errno === 'string' ? errno : 'POSTERN_ERR_INTERNAL';
+  return { code, ...(err instanceof StreamError ? { reset: describeResetCode(err.resetCode).name } : {}), reason: err.message };
 }

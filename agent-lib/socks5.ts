@@ -8,6 +8,7 @@ import { validateOptions } from '../src/options.js';
 import { parseTarget, type Target } from '../src/policy/index.js';
 import type { Agent } from './agent.js';
 import { AgentError } from './errors.js';
+import { tunnelEnd } from './forward.js';
 import { listenAddress, listenOn } from './listen.js';
 import { Reply, Socks5Handshake, encodeReply, replyForError, type SocksRequest } from './socks5-protocol.js';
 import { checkConnectorId } from './validate.js';
@@ -164,7 +165,13 @@ export async function startSocks(agent: Agent, options: SocksOptions): Promise<S
           local.write(encodeReply(Reply.SUCCEEDED));
           log.debug({ event: 'socks.connected', remote, connector, target: target.canonical, setupMs: Math.round(info.setupMs) }, 'stream connected');
           const result = await splice(local, info.socket);
-          log.debug({ event: 'socks.closed', remote, bytesUp: result.aToB, bytesDown: result.bToA, ...(result.error ? { error: result.error.message } : {}) }, 'stream closed');
+          const counts = { remote, bytesUp: result.aToB, bytesDown: result.bToA };
+          if (result.error && result.failedSide === 'b') {
+            const end = tunnelEnd(result.error);
+            log.warn({ event: 'socks.reset', ...counts, ...end }, `stream reset: ${end.code}${end.reset ? ` (${end.reset})` : ''}: ${end.reason}`);
+          } else {
+            log.debug({ event: 'socks.closed', ...counts, ...(result.error ? { error: result.error.message } : {}) }, 'stream closed');
+          }
         },
         (err: unknown) => {
           if (controller.signal.aborted) return;

@@ -129,6 +129,7 @@ export async function createRelay(config: RelayConfig, deps: RelayDeps): Promise
   server.requestTimeout = config.limits.handshakeTimeoutMs;
   server.on('connection', (socket: Socket) => {
     socket.setNoDelay(true);
+    socket.setKeepAlive(true, config.limits.tcpKeepAliveMs);
     sockets.add(socket);
     socket.once('close', () => sockets.delete(socket));
   });

@@ -24,6 +24,12 @@ export const relayConfigSchema = z.strictObject({
        * IDLE_TIMEOUT. 0 (the default) is off: a psql session idle for hours must survive.
        */
       streamIdleTimeoutMs: z.number().int().nonnegative().default(0),
+      /**
+       * TCP keepalive on every accepted connection: probes start after this much silence, so
+       * the kernel drops a peer that vanished (and a NAT keeps the mapping) even before the
+       * mux's PING (limits.session.deadPeerTimeoutMs) runs, e.g. during a stalled upgrade.
+       */
+      tcpKeepAliveMs: z.number().int().positive().default(30_000),
       session: sessionLimitsSchema.prefault({}),
     })
     .prefault({}),

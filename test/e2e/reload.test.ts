@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { randomBytes } from 'node:crypto';
 import { rename, writeFile } from 'node:fs/promises';
-import { createServer, type Server, type Socket } from 'node:net';
+import { connect, createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import type { TLSSocket } from 'node:tls';
 import { Agent } from '../../agent-lib/index.js';
@@ -36,7 +36,7 @@ async function echoServer(): Promise<{ port: number; close(): Promise<void> }> {
 }
 
 /** Sends `n` random bytes and resolves once the same bytes came back. */
-async function roundTrip(socket: TLSSocket, n = 4096): Promise<void> {
+async function roundTrip(socket: Socket | TLSSocket, n = 4096): Promise<void> {
   const sent = randomBytes(n);
   const got: Buffer[] = [];
   let size = 0;
@@ -191,8 +191,13 @@ describe('hot reload on a running relay and connector (real processes)', () => {
     const bobInfo = await agentFor('bob').dialWithInfo({ connector: 'hq', target: target() });
     const alice = aliceInfo.socket;
     const bob = bobInfo.socket;
-    await Promise.all([roundTrip(alice), roundTrip(bob)]);
+    // bob also runs `postern agent forward`, a client on its local port.
+    const forward = await stack.forward({ config: await stack.agentConfig(pki.files('user', 'bob'), 'bob'), connector: 'hq', target: target() });
+    const local = connect({ host: '127.0.0.1', port: forward.port });
+    await Promise.all([roundTrip(alice), roundTrip(bob), roundTrip(local)]);
     const bobEnded = watchEnd(bob);
+    const localEnded = new Promise<void>((resolve) => local.once('close', () => resolve()));
+    local.on('error', () => undefined);
     const appliedBefore = relayEvents((l) => l.event === 'reload.applied' && l['group'] === 'policy').length;
 
     await replaceFile(policyPath, policyText(pki.trustDomain, echo.port, allRules.filter((r) => !r.includes('bob-echo'))));
@@ -202,6 +207,12 @@ describe('hot reload on a running relay and connector (real processes)', () => {
     expect(ended.at - changedAt).toBeLessThanOrEqual(5_000);
     expect(ended.error?.code).toBe('POSTERN_ERR_STREAM_POLICY_CHANGED');
     expect(ended.error?.message).toContain('user/bob');
+
+    // The agent CLI prints the code, the reset's name and the relay's reason.
+    const printed = await forward.handle.waitFor('forward.reset');
+    expect(printed).toMatchObject({ code: 'POSTERN_ERR_STREAM_POLICY_CHANGED', reset: 'POLICY_CHANGED', reason: expect.stringContaining('user/bob') });
+    expect(printed.msg).toContain('POSTERN_ERR_STREAM_POLICY_CHANGED');
+    await localEnded;
 
     const reset = await stack.relayAudit((l) => l.event === 'stream.reset' && l['correlationId'] === bobInfo.correlationId);
     expect(reset).toMatchObject({ reason: 'policy-changed' });
