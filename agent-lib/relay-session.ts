@@ -154,6 +154,9 @@ export class RelaySessions {
     session.once('close', (err?: Error) => {
       this.live.delete(conn);
       if (this.current === conn) this.current = undefined;
+      // Lost (a crash, a dead path) rather than closed: the next session starts with the next
+      // relay, so a blackholed one costs no handshake timeout.
+      if (err !== undefined && !this.closed && this.preferred === index) this.preferred = (index + 1) % this.urls.length;
       log.info({ event: 'agent.session.down', relay: url, reason: err?.message ?? 'closed' }, 'relay session down');
     });
     return conn;

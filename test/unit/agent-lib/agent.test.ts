@@ -194,6 +194,15 @@ describe('Agent with a pool of relays (relays)', () => {
     expect([relay.upgrades - firstBefore, second.upgrades - secondBefore]).toEqual([2, 1]);
   });
 
+  it('after a session is lost (the relay crashed), the next session starts with the next relay', async () => {
+    const agent = newAgent('alice', { relays: [second.url] });
+    expect(await roundTrip(agent, 'one')).toBe('one');
+    const [firstBefore, secondBefore] = [relay.upgrades, second.upgrades];
+    relay.sessions.at(-1)!.destroy();
+    expect(await roundTrip(agent, 'two')).toBe('two');
+    expect([relay.upgrades - firstBefore, second.upgrades - secondBefore]).toEqual([0, 1]);
+  });
+
   it('a relay that cannot be reached, or refuses the session, is followed by the next one', async () => {
     const down = `wss://localhost:${await releasedPort()}`;
     // The fake refuses any path but /v1/agent (404), as a draining relay refuses with 503.

@@ -1,5 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { PosternError } from '../../../src/errors.js';
+import { GoAwayReason } from '../../../src/protocol/reasons.js';
 import { Session, type FrameTransport } from '../../../src/mux/index.js';
 import { RelayTunnel } from '../../../connector/tunnel.js';
 import { FakeClock, memoryTransportPair, type MemoryPair } from '../../helpers/mux.js';
@@ -18,12 +19,13 @@ function harness(reconnect: ConstructorParameters<typeof RelayTunnel>[0]['reconn
   const clock = new FakeClock();
   const { logger, lines } = captureLogger();
   const pairs: MemoryPair[] = [];
+  const relaySessions: Session[] = [];
   let relayUp = true;
   const connect = async (): Promise<FrameTransport> => {
     if (!relayUp) throw new PosternError('POSTERN_ERR_WS_CONNECT', 'cannot connect to relay.test:443 (ECONNREFUSED)');
     const pair = memoryTransportPair();
     pairs.push(pair);
-    new Session(pair.server, { role: 'server', clock: new FakeClock(), ...QUIET });
+    relaySessions.push(new Session(pair.server, { role: 'server', clock: new FakeClock(), ...QUIET }));
     return pair.client;
   };
   let seq = 0;
@@ -59,6 +61,8 @@ function harness(reconnect: ConstructorParameters<typeof RelayTunnel>[0]['reconn
     },
     /** The relay process dies: its end of the live link goes away. */
     kill: () => pairs.at(-1)!.close(),
+    /** The relay starts draining: GOAWAY on the live tunnel. */
+    goAway: () => relaySessions.at(-1)!.goAway(GoAwayReason.DRAIN, 'relay draining'),
   };
 }
 
@@ -100,6 +104,34 @@ describe('RelayTunnel after losing a tunnel that was up (a relay killed and rest
     const waited = delays.pop()!;
     expect(delays.length).toBeGreaterThan(5);
     expect(Math.max(...delays)).toBeLessThan(1_000);
+    expect(waited).toBeLessThanOrEqual(1_000);
+  });
+
+  it('a GOAWAY (the relay drains, then restarts) redials at once, and the refused redials are capped the same way', async () => {
+    const h = harness(reconnect);
+    h.tunnel.start();
+    await h.lines.waitFor((l) => l.event === 'tunnel.up');
+    h.clock.advance(2_000);
+    // The draining relay refuses the redial (503), then is gone while it restarts.
+    h.setRelay(false);
+    h.goAway();
+    await h.lines.waitFor((l) => l.event === 'tunnel.goaway');
+    await h.lines.waitFor((l) => l.event === 'tunnel.retry');
+    for (let elapsed = 0; elapsed < 8_000; elapsed += 100) {
+      h.clock.advance(100);
+      await turn();
+    }
+    const delays = h.lines.items.filter((l) => l.event === 'tunnel.retry').map((l) => Number(l['delayMs']));
+    expect(delays.length).toBeGreaterThan(5);
+    expect(Math.max(...delays)).toBeLessThan(1_000);
+    h.setRelay(true);
+    const ups = h.lines.count((l) => l.event === 'tunnel.up');
+    let waited = 0;
+    while (h.lines.count((l) => l.event === 'tunnel.up') === ups) {
+      h.clock.advance(10);
+      waited += 10;
+      await turn();
+    }
     expect(waited).toBeLessThanOrEqual(1_000);
   });
 
