@@ -1,6 +1,7 @@
 import { dirname, resolve } from 'node:path';
 import type { z } from 'zod';
 import { ConfigError, PosternError } from '../errors.js';
+import { scrubString } from '../log.js';
 import { deepFreeze } from '../options.js';
 import { envSegment, fieldAt, objectFields, takesTextOnly } from './fields.js';
 import { readConfigText } from './load-file.js';
@@ -247,8 +248,11 @@ function describeFailure(issues: readonly z.core.$ZodIssue[], ctx: FailureContex
       messages.push(`${where(ctx, path, false)}: field "${formatPath(path) || '(root)'}": ${issue.message}`);
     }
   }
-  return new ConfigError(unknownKey ? 'POSTERN_ERR_CONFIG_UNKNOWN_KEY' : 'POSTERN_ERR_CONFIG_INVALID', messages.join('\n'), {
-    details: { issues: messages },
+  // A schema's message may quote the value it refused: a proxy URL's password or a key pasted
+  // into a variable must not reach the terminal or a log that way.
+  const safe = messages.map(scrubString);
+  return new ConfigError(unknownKey ? 'POSTERN_ERR_CONFIG_UNKNOWN_KEY' : 'POSTERN_ERR_CONFIG_INVALID', safe.join('\n'), {
+    details: { issues: safe },
   });
 }
 

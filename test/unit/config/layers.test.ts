@@ -268,6 +268,13 @@ describe('errors name the source and the field', () => {
     expect(err.message).toBe('x.yaml:1:8, env POSTERN_X_INNER__CERT: field "inner": give "cert" and "key" together');
   });
 
+  it('a refused value that the schema quotes is scrubbed of passwords and keys', () => {
+    const schema = z.strictObject({ proxy: z.string().refine((u) => u.startsWith('http://'), { error: (i) => `expected an http:// URL, got "${String(i.input)}"` }) });
+    const err = failure(() => layerConfig(schema, 'x', undefined, { POSTERN_X_PROXY: 'https://alice:s3cret@proxy.example:3128' }));
+    expect(err.message).toBe('env POSTERN_X_PROXY: field "proxy": expected an http:// URL, got "https://alice:[redacted]@proxy.example:3128"');
+    expect(JSON.stringify(err.details)).not.toContain('s3cret');
+  });
+
   it('empty values and YAML errors are refused, without echoing the value', () => {
     const empty = failure(() => layerConfig(relayConfigSchema, 'relay', relayFile, { POSTERN_RELAY_LISTEN: '' }));
     expect(empty.message).toBe("env POSTERN_RELAY_LISTEN: empty value; unset the variable to keep the file's value or the default");
