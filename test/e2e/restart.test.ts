@@ -56,19 +56,23 @@ describe('relay restarts, real processes', () => {
     /** Resolves once the loop has done `n` more dials. */
     const someDials = (n: number): Promise<void> => new Promise((resolve) => (waiting = { count: outcomes.length + n, resolve }));
 
-    await someDials(5);
-    for (const relay of relays) {
-      phase = `${relay.name} restarting`;
-      const handle: ChildHandle = relay.handle!;
-      handle.child.kill('SIGTERM');
-      expect(await handle.exited).toEqual({ code: 0, signal: null });
-      await pool.startRelay(relay);
-      await tunnelUp(relay);
-      phase = `${relay.name} back`;
+    try {
       await someDials(5);
+      for (const relay of relays) {
+        phase = `${relay.name} restarting`;
+        const handle: ChildHandle = relay.handle!;
+        handle.child.kill('SIGTERM');
+        expect(await handle.exited).toEqual({ code: 0, signal: null });
+        await pool.startRelay(relay);
+        await tunnelUp(relay);
+        phase = `${relay.name} back`;
+        await someDials(5);
+      }
+    } finally {
+      // Also when a step failed: the loop must not outlive the test.
+      running = false;
+      await loop;
     }
-    running = false;
-    await loop;
 
     const failures = outcomes.filter((o) => !o.ok);
     expect(failures).toEqual([]);
