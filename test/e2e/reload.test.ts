@@ -233,8 +233,9 @@ describe('hot reload on a running relay and connector (real processes)', () => {
     const broken = policyText(pki.trustDomain, echo.port, [rule('alice-echo', 'user/alice', echo.port).replace('action: allow', 'action: permit')]);
     await replaceFile(policyPath, broken);
     const failed = await stack.relay.waitFor((l) => l.event === 'reload.failed' && relayEvents((x) => x.event === 'reload.failed').indexOf(l) >= failedBefore);
-    expect(failed).toMatchObject({ group: 'policy', file: policyPath });
-    expect(String(failed['err'])).toContain('action');
+    expect(failed).toMatchObject({ group: 'policy', file: policyPath, code: 'POSTERN_ERR_POLICY_INVALID' });
+    // file:line:col, then the field and what was expected.
+    expect(String(failed['err'])).toMatch(/policy\.yaml:\d+:\d+: rules\[0\]\.action: must be "allow" or "deny"/);
 
     // The old policy (alice and carol allowed, bob not) still decides: alice's live stream runs
     // on, a new open by alice works, bob is still refused.
