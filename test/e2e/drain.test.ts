@@ -1,10 +1,10 @@
 import { spawn } from 'node:child_process';
-import { connect } from 'node:net';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { connect, type Socket } from 'node:net';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { makeTestPki, type TestPki } from '../helpers/pki.js';
 import { startPostgres, type TestPostgres } from '../helpers/pg.js';
 import { stopAll } from '../helpers/processes.js';
-import { nextLine, startPool, type Pool } from '../helpers/relay-pool.js';
+import { echoServer, nextLine, startPool, type Pool, type PoolRelay } from '../helpers/relay-pool.js';
 
 const GRACE_MS = 20_000;
 
@@ -82,6 +82,66 @@ describe('relay drain on SIGTERM, real processes', () => {
     // The psql stream was closed by its ends, not by the drain.
     const close = relayHandle.lines.find((l) => l.event === 'stream.close' && l['audit'] === true);
     expect(close?.['reason']).not.toBe('drain-timeout');
+  });
+});
+
+
+describe('relay drain limits, real processes', () => {
+  let pki: TestPki;
+  let echo: Awaited<ReturnType<typeof echoServer>>;
+  let pool: Pool | undefined;
+
+  beforeAll(async () => {
+    [pki, echo] = await Promise.all([makeTestPki(), echoServer()]);
+  });
+
+  afterEach(async () => {
+    await pool?.stop();
+    pool = undefined;
+    await stopAll();
+  });
+
+  afterAll(async () => {
+    await echo?.close();
+    await pki?.cleanup();
+  });
+
+  /** A relay, the connector and a forward to the echo target, with one stream open through them. */
+  async function withLiveStream(graceMs: number): Promise<{ relay: PoolRelay; local: Socket }> {
+    const target = `127.0.0.1:${echo.port}`;
+    pool = await startPool({ pki, name: `grace-${graceMs}`, targets: [target], graceMs });
+    const relay = pool.addRelay('relay-1');
+    await pool.startRelay(relay);
+    await pool.startConnector([relay]);
+    await relay.handle!.waitFor((l) => l.event === 'tunnel.up');
+    const forward = await pool.forward([relay], target);
+    const local = connect({ host: '127.0.0.1', port: forward.port });
+    local.on('error', () => undefined);
+    // Connected end to end once the echo comes back.
+    const echoed = new Promise((resolve) => local.once('data', resolve));
+    local.write('ping');
+    await echoed;
+    return { relay, local };
+  }
+
+  it('a stream that outlives drain.graceMs is reset DRAIN_TIMEOUT, and the relay still exits 0', async () => {
+    const { relay, local } = await withLiveStream(1_000);
+    const localClosed = new Promise((resolve) => local.once('close', resolve));
+    relay.handle!.child.kill('SIGTERM');
+    expect(await relay.handle!.exited).toEqual({ code: 0, signal: null });
+    expect(relay.handle!.lines.find((l) => l.event === 'relay.stopped')?.['streamsReset']).toBe(1);
+    expect(relay.handle!.lines.find((l) => l.event === 'stream.close' && l['audit'] === true)?.['reason']).toBe('drain-timeout');
+    // The agent's local connection is closed, not left hanging.
+    await localClosed;
+  });
+
+  it('a second signal during the drain exits at once with 130', async () => {
+    const { relay } = await withLiveStream(60_000);
+    relay.handle!.child.kill('SIGTERM');
+    await relay.handle!.waitFor('relay.draining');
+    relay.handle!.child.kill('SIGINT');
+    expect(await relay.handle!.exited).toEqual({ code: 130, signal: null });
+    expect(relay.handle!.lines.some((l) => l.event === 'process.forced-exit')).toBe(true);
   });
 });
 

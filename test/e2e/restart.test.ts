@@ -58,11 +58,14 @@ describe('relay restarts, real processes', () => {
 
     try {
       await someDials(5);
-      for (const relay of relays) {
+      // SIGTERM for one, SIGINT for the other: both drain.
+      for (const [relay, signal] of [[relays[0]!, 'SIGTERM'], [relays[1]!, 'SIGINT']] as const) {
         phase = `${relay.name} restarting`;
         const handle: ChildHandle = relay.handle!;
-        handle.child.kill('SIGTERM');
+        handle.child.kill(signal);
         expect(await handle.exited).toEqual({ code: 0, signal: null });
+        expect(handle.lines.find((l) => l.event === 'process.stopping')?.['signal']).toBe(signal);
+        expect(handle.lines.some((l) => l.event === 'relay.draining')).toBe(true);
         await pool.startRelay(relay);
         await tunnelUp(relay);
         phase = `${relay.name} back`;
