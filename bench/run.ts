@@ -34,6 +34,8 @@ const { values: args } = parseArgs({
     reps: { type: 'string' },
     out: { type: 'string' },
     'cpu-prof': { type: 'string' },
+    /** Comma-separated sections to run (default all): bulk, pg, setup, fair, idle, reconnect. */
+    only: { type: 'string' },
   },
 });
 
@@ -55,7 +57,12 @@ const config = {
   reconnectRuns: smoke ? 1 : 5,
 };
 if (!Number.isInteger(config.reps) || config.reps < 1) throw new Error(`--reps must be a positive integer, got ${args.reps}`);
-const outFile = args.out ?? (smoke ? undefined : new URL('../../docs/benchmarks.md', import.meta.url).pathname);
+const SECTIONS = ['bulk', 'pg', 'setup', 'fair', 'idle', 'reconnect'] as const;
+type Section = (typeof SECTIONS)[number];
+const only = args.only?.split(',').map((x) => x.trim());
+for (const x of only ?? []) if (!(SECTIONS as readonly string[]).includes(x)) throw new Error(`--only: unknown section "${x}" (sections: ${SECTIONS.join(', ')})`);
+const runs = (section: Section): boolean => only === undefined || only.includes(section);
+const outFile = args.out ?? (smoke || only ? undefined : new URL('../../docs/benchmarks.md', import.meta.url).pathname);
 const svgFile = outFile ? outFile.replace(/\.md$/, '') + '.svg' : undefined;
 
 const log = (line: string): void => {
@@ -233,7 +240,9 @@ async function main(): Promise<void> {
 
     const binDir = findPgBinDir();
     let pgSkipped: string | undefined;
-    if (!binDir) {
+    if (!runs('pg')) {
+      pgSkipped = 'not asked for (--only)';
+    } else if (!binDir) {
       pgSkipped = 'no PostgreSQL server binaries (/usr/lib/postgresql/*/bin with postgres and pgbench)';
     } else {
       log('postgres: initdb and pgbench -i');
@@ -329,9 +338,9 @@ async function main(): Promise<void> {
       versions: [],
       seconds: 0,
     };
-    log('bulk: warm-up');
-    for (const p of bulkPaths) await bulk(src, endpoints, p, config.warmupBytes, 1);
-    for (let rep = 0; rep < config.reps; rep++) {
+    if (runs('bulk')) log('bulk: warm-up');
+    for (const p of runs('bulk') ? bulkPaths : []) await bulk(src, endpoints, p, config.warmupBytes, 1);
+    for (let rep = 0; rep < (runs('bulk') ? config.reps : 0); rep++) {
       for (const p of bulkPaths) {
         const r = await bulk(src, endpoints, p, config.bulkBytes, 1);
         push(results.bulk, p.id, r);
@@ -374,6 +383,7 @@ async function main(): Promise<void> {
       peerPath('peer-nagle', 'peer, default `ssh -N -R` (Nagle on)', 'nagle', 'hello', true),
       peerPath('ssh', 'ssh -R alone', 'chacha', 'hello', false),
     ]);
+    if (!runs('setup')) results.setupPaths = [];
     const perRound = Math.ceil(config.setupCount / config.setupRounds);
     for (const p of results.setupPaths) await src.request({ type: 'setup', to: p.to, count: 3 }, 'setup-done');
     for (let round = 0; round < config.setupRounds; round++) {
@@ -389,7 +399,7 @@ async function main(): Promise<void> {
 
     // 5. Fairness: 16 downloads through one forward, with and without a stalled 17th.
     const fairTo: Target = { kind: 'tcp', port: fwd.bulk };
-    for (let rep = 0; rep < config.reps; rep++) {
+    for (let rep = 0; rep < (runs('fair') ? config.reps : 0); rep++) {
       for (const stalled of [false, true]) {
         const r = await src.request({ type: 'fair', to: fairTo, busy: config.fairBusy, bytesEach: config.fairBytesEach, stalled }, 'fair-done');
         results.fair.push({ stalled, mibps: r.bytes / MiB / (r.ms / 1000), stalledBytes: r.stalledBytes });
@@ -399,7 +409,7 @@ async function main(): Promise<void> {
 
     // 4. Scale: idle streams held on one tunnel (the source's in-process agent, one session).
     const helloDial: Target = { kind: 'dial', target: `127.0.0.1:${sinkPorts.hello}` };
-    for (let rep = 0; rep < config.reps; rep++) {
+    for (let rep = 0; rep < (runs('idle') ? config.reps : 0); rep++) {
       const [relay0, conn0, agent0] = await Promise.all([st.gcMemory(st.relay), st.gcMemory(st.connector), src.request({ type: 'mem' }, 'mem')]);
       const opened = await src.request({ type: 'idle-open', to: helloDial, count: config.idleStreams, concurrency: config.idleConcurrency }, 'idle-opened');
       const [relay1, conn1, agent1] = await Promise.all([st.gcMemory(st.relay), st.gcMemory(st.connector), src.request({ type: 'mem' }, 'mem')]);
@@ -421,7 +431,7 @@ async function main(): Promise<void> {
 
     // 6. Reconnect: relay SIGKILL → restart on its port → the first successful dial.
     const relayListen = `127.0.0.1:${st.relayPort}`;
-    for (let rep = 0; rep < config.reconnectRuns; rep++) {
+    for (let rep = 0; rep < (runs('reconnect') ? config.reconnectRuns : 0); rep++) {
       const t0 = performance.now();
       await st.relay.stop('SIGKILL');
       const tunnel = st.tunnelUp();
