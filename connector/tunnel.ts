@@ -58,8 +58,10 @@ interface Live {
  * The connector's tunnel to one relay: dials, holds one live session, and redials forever with
  * full-jitter exponential backoff — also when the very first attempt fails. The backoff restarts
  * from initialDelayMs only after a tunnel stayed up resetAfterMs, so a relay that accepts and
- * drops at once is not hammered. A GOAWAY makes it dial a new tunnel at once while the old
- * session finishes its streams. A dead relay is found by the session's keepalive
+ * drops at once is not hammered. After a tunnel that was up is lost (closed or GOAWAY), retries
+ * wait at most recoveryMaxDelayMs for recoveryWindowMs, so a relay restarted in seconds is used
+ * again within about a second of coming back. A GOAWAY makes it dial a new tunnel at once while
+ * the old session finishes its streams. A dead relay is found by the session's keepalive
  * (deadPeerTimeoutMs), which closes the session like any other failure.
  */
 export class RelayTunnel {
