@@ -138,6 +138,13 @@ export const ERROR_CATALOGUE = {
 
   // --- admin endpoint (src/admin: /healthz, /readyz, /metrics, /v1/status) ----------------
   POSTERN_ERR_ADMIN_LISTEN: 'The admin HTTP endpoint could not listen on admin.listen (address in use, no such local address, permission denied).',
+
+  // --- outbound HTTP CONNECT proxy (src/net/http-proxy.ts, src/net/proxy-config.ts) -------
+  POSTERN_ERR_PROXY_UNREACHABLE: 'The HTTP proxy could not be reached (refused, unreachable, name not found, reset before answering); the message names the proxy.',
+  POSTERN_ERR_PROXY_TIMEOUT: 'The HTTP proxy did not answer the CONNECT request within the handshake timeout.',
+  POSTERN_ERR_PROXY_AUTH_FAILED: 'The HTTP proxy answered 407: it requires credentials, or refused those of the proxy URL; the message names the proxy (never the password).',
+  POSTERN_ERR_PROXY_REFUSED: 'The HTTP proxy refused to open a tunnel to the relay; the message carries its status (403 port or host not allowed, 502 relay unreachable from the proxy...).',
+  POSTERN_ERR_PROXY_PROTOCOL: 'The HTTP proxy answered the CONNECT request with something that is not a valid HTTP/1.x response (or a header over the size cap, or it closed mid-answer).',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CATALOGUE;
@@ -173,6 +180,9 @@ export class TlsError extends PosternError {}
 export class TargetError extends PosternError {}
 /** Policy invalid or a stream denied by policy, allowlist or address guard. */
 export class PolicyError extends PosternError {}
+
+/** Reaching the relay through an HTTP CONNECT proxy failed (codes POSTERN_ERR_PROXY_*). */
+export class ProxyError extends PosternError {}
 
 /** A tunnel frame or stream broke the wire protocol (codes POSTERN_ERR_PROTO_*). */
 export class ProtocolError extends PosternError {}

@@ -6,12 +6,13 @@
  * message at the frame cap (`maxPayload`), bound the handshake in time and always handle
  * `'error'` (an unhandled one kills the process).
  */
-import { STATUS_CODES, type Agent, type IncomingMessage } from 'node:http';
-import type { Socket } from 'node:net';
+import { STATUS_CODES, type IncomingMessage } from 'node:http';
+import { isIP, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
-import type { ConnectionOptions, TLSSocket } from 'node:tls';
+import { connect as tlsConnect, type ConnectionOptions, type TLSSocket } from 'node:tls';
 import WebSocket, { WebSocketServer, type ClientOptions, type RawData, type ServerOptions } from 'ws';
 import { ERROR_CATALOGUE, PosternError, isPosternError, type ErrorCode, type PosternErrorOptions } from '../errors.js';
+import { connectThroughProxy, type HttpProxy } from '../net/http-proxy.js';
 import { SUBPROTOCOL } from '../protocol/frames.js';
 import type { FrameTransport, FrameTransportHandlers } from './transport.js';
 
@@ -373,8 +374,12 @@ export interface ConnectWebSocketOptions {
   maxPayload: number;
   /** Deadline for TCP connect + TLS handshake + HTTP upgrade together. */
   handshakeTimeoutMs: number;
-  /** For an HTTP CONNECT proxy later; by default ws dials directly. */
-  agent?: Agent;
+  /**
+   * Reach the server through this HTTP CONNECT proxy (src/net/proxy-config.ts decides whether
+   * one applies). TLS then runs over the proxy's tunnel with the server's own name (SNI) and
+   * checks; the CONNECT counts in handshakeTimeoutMs.
+   */
+  proxy?: HttpProxy;
   headers?: Record<string, string>;
 }
 
@@ -413,8 +418,20 @@ export function connectWebSocket(url: string, o: ConnectWebSocketOptions): Promi
     return Promise.reject(err);
   }
 
+  const proxy = o.proxy;
+  if (!proxy) return openWebSocket(url, o, o.handshakeTimeoutMs, undefined);
+  const started = performance.now();
+  const host = parsed.hostname.startsWith('[') ? parsed.hostname.slice(1, -1) : parsed.hostname;
+  return connectThroughProxy({ proxy, host, port: parsed.port === '' ? 443 : Number(parsed.port), timeoutMs: o.handshakeTimeoutMs }).then((tunnel) =>
+    openWebSocket(url, o, Math.max(1, Math.ceil(o.handshakeTimeoutMs - (performance.now() - started))), { proxy, tunnel }),
+  );
+}
+
+/** The WebSocket handshake, over a direct connection or over a proxy's tunnel, within `timeoutMs`. */
+function openWebSocket(url: string, o: ConnectWebSocketOptions, timeoutMs: number, via: { proxy: HttpProxy; tunnel: Socket } | undefined): Promise<ConnectedWebSocket> {
+  const parsed = new URL(url);
   return new Promise((resolve, reject) => {
-    const where = parsed.host;
+    const where = via ? `${parsed.host} (through the HTTP proxy ${via.proxy.display})` : parsed.host;
     let settled = false;
     let socket: TLSSocket | undefined;
 
@@ -424,9 +441,9 @@ export function connectWebSocket(url: string, o: ConnectWebSocketOptions): Promi
       perMessageDeflate: false,
       maxPayload: o.maxPayload,
       // ws's own timeout is an idle timeout on the request; the timer below is the deadline.
-      handshakeTimeout: o.handshakeTimeoutMs,
+      handshakeTimeout: timeoutMs,
       followRedirects: false,
-      ...(o.agent ? { agent: o.agent } : {}),
+      ...(via ? { createConnection: overTunnel(via.tunnel) } : {}),
       ...(o.headers ? { headers: o.headers } : {}),
     };
     const ws = new WebSocket(url, SUBPROTOCOL, options);
@@ -437,6 +454,7 @@ export function connectWebSocket(url: string, o: ConnectWebSocketOptions): Promi
       clearTimeout(timer);
       if (err) {
         ws.terminate();
+        via?.tunnel.destroy();
         reject(err);
         return;
       }
@@ -447,14 +465,14 @@ export function connectWebSocket(url: string, o: ConnectWebSocketOptions): Promi
       settle(
         new TransportError(
           'POSTERN_ERR_WS_HANDSHAKE_TIMEOUT',
-          `no WebSocket connection to ${where} within handshakeTimeoutMs=${o.handshakeTimeoutMs} (TCP connect, TLS handshake and upgrade together)`,
+          `no WebSocket connection to ${where} within handshakeTimeoutMs=${o.handshakeTimeoutMs} (${via ? 'proxy CONNECT, ' : ''}TCP connect, TLS handshake and upgrade together)`,
           { details: { url, handshakeTimeoutMs: o.handshakeTimeoutMs } },
         ),
       );
-    }, o.handshakeTimeoutMs);
+    }, timeoutMs);
 
     // Stays attached for the life of the WebSocket: an unhandled 'error' kills the process.
-    ws.on('error', (err: Error) => settle(fromConnectError(err, where)));
+    ws.on('error', (err: Error) => settle(fromConnectError(err, where, via?.proxy)));
     ws.once('close', () => {
       settle(new TransportError('POSTERN_ERR_WS_CONNECT', `the connection to ${where} closed before the WebSocket opened`, { details: { url } }));
     });
@@ -474,6 +492,19 @@ export function connectWebSocket(url: string, o: ConnectWebSocketOptions): Promi
       settle(undefined);
     });
   });
+}
+
+/**
+ * ws's `createConnection` over a proxy's tunnel: what ws's own tlsConnect does (servername from
+ * the URL's host unless it is an IP literal), with the tunnel as the transport. The options are
+ * the request's: the relay's host, CA, certificate and checkServerIdentity, never the proxy's.
+ */
+function overTunnel(tunnel: Socket): NonNullable<ClientOptions['createConnection']> {
+  const create = (options: ConnectionOptions & { host?: string; path?: string }): TLSSocket => {
+    const servername = options.servername ?? (options.host === undefined || isIP(options.host) !== 0 ? undefined : options.host);
+    return tlsConnect({ ...options, path: undefined, socket: tunnel, ...(servername === undefined ? {} : { servername }) } as ConnectionOptions);
+  };
+  return create as unknown as NonNullable<ClientOptions['createConnection']>;
 }
 
 function readBoundedBody(res: IncomingMessage, max: number, done: (text: string) => void): void {
@@ -538,12 +569,19 @@ const EXPIRED = new Set(['CERT_HAS_EXPIRED', 'CERT_NOT_YET_VALID']);
 const NETWORK = new Set(['ECONNREFUSED', 'ECONNRESET', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH', 'ETIMEDOUT', 'EPIPE', 'EADDRNOTAVAIL']);
 
 /** Map what ws/tls/net raise while connecting to one of our codes. */
-function fromConnectError(err: Error, where: string): PosternError {
+function fromConnectError(err: Error, where: string, proxy: HttpProxy | undefined): PosternError {
   if (isPosternError(err)) return err; // from a checkServerIdentity of ours
   const rawCode = (err as { code?: unknown }).code;
   const code = typeof rawCode === 'string' ? rawCode : undefined;
   const options = (details: Record<string, unknown> = {}): PosternErrorOptions => ({ cause: err, details: { ...details, nodeCode: code } });
   if (code !== undefined) {
+    if (UNKNOWN_ISSUER.has(code) && proxy) {
+      return new PosternError(
+        'POSTERN_ERR_TLS_INTERCEPTED',
+        `the server at ${where} presented a certificate from an issuer outside the trust bundle (${code}): the HTTP proxy is most likely a TLS-inspecting proxy that replaced the relay's certificate with its own; ask the network team to exempt the relay's host from TLS inspection (or, if the relay is reachable without the proxy, list it in proxy.noProxy / NO_PROXY)`,
+        options({ proxy: proxy.display }),
+      );
+    }
     if (UNKNOWN_ISSUER.has(code)) {
       return new PosternError(
         'POSTERN_ERR_TLS_INTERCEPTED',
