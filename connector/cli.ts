@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import { ADMIN_FLAG_HELP, adminFlag } from '../src/admin/config.js';
 import { action } from '../src/cli/action.js';
 import { reloadOnSignal, stopOnSignals } from '../src/cli/lifecycle.js';
 import { resolve } from 'node:path';
@@ -11,6 +12,7 @@ interface ConnectorFlags {
   config?: string;
   logLevel?: string;
   logFormat?: string;
+  admin?: string;
 }
 
 /** `postern connector --config connector.yaml` */
@@ -21,6 +23,7 @@ export function registerConnectorCommand(program: Command): void {
     .option('--config <file>', `connector.yaml (default: $${configEnvName('connector')}); relative paths in it resolve against its directory; POSTERN_CONNECTOR_* variables override it, flags override both`)
     .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent (overrides the config)')
     .option('--log-format <format>', 'json|pretty (default: the config, else pretty when stderr is a terminal)')
+    .option('--admin <host:port|off>', ADMIN_FLAG_HELP)
     .action(
       action(async (flags: ConnectorFlags) => {
         // YAML file < POSTERN_CONNECTOR_* < flags, validated once.
@@ -33,6 +36,7 @@ export function registerConnectorCommand(program: Command): void {
           flags: [
             { flag: '--log-level', path: 'log.level', value: flags.logLevel },
             { flag: '--log-format', path: 'log.format', value: flags.logFormat },
+            ...adminFlag(flags.admin),
           ],
         };
         const layered = await loadLayeredConfig(input);

@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
 import { resolve } from 'node:path';
+import { ADMIN_FLAG_HELP, adminFlag } from '../src/admin/config.js';
 import { action } from '../src/cli/action.js';
 import { reloadOnSignal, stopOnSignals } from '../src/cli/lifecycle.js';
 import { configEnvName, loadLayeredConfig } from '../src/config/layers.js';
@@ -13,6 +14,7 @@ interface RelayFlags {
   logLevel?: string;
   logFormat?: 'json' | 'pretty';
   tapDir?: string;
+  admin?: string;
 }
 
 /** `postern relay --config relay.yaml` */
@@ -25,6 +27,7 @@ export function registerRelay(program: Command): void {
     .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent (overrides the config)')
     .option('--log-format <format>', 'json|pretty (default: the config, else pretty when stderr is a terminal)')
     .option('--tap-dir <dir>', 'auditor\'s tap: write the first 64 KiB of each spliced stream, both ways, to files in <dir>')
+    .option('--admin <host:port|off>', ADMIN_FLAG_HELP)
     .action(action(async (flags: RelayFlags) => {
       // YAML file < POSTERN_RELAY_* < flags, validated once; a flag's path is relative to the working directory.
       const layered = await loadLayeredConfig({
@@ -38,6 +41,7 @@ export function registerRelay(program: Command): void {
           { flag: '--log-level', path: 'log.level', value: flags.logLevel },
           { flag: '--log-format', path: 'log.format', value: flags.logFormat },
           { flag: '--tap-dir', path: 'tap.dir', value: flags.tapDir === undefined ? undefined : resolve(flags.tapDir) },
+          ...adminFlag(flags.admin),
         ],
       });
       const { config, baseDir } = layered;

@@ -1,6 +1,6 @@
 import { z } from 'zod';
-import { listenAddressSchema, parseListenAddress, type ListenAddress } from '../config/schemas.js';
-import { ConfigError } from '../errors.js';
+import type { FlagValue } from '../config/layers.js';
+import { listenAddressSchema, type ListenAddress } from '../config/schemas.js';
 
 /** Defaults: loopback only, one port per kind of process so a relay and a connector can share a host. */
 export const ADMIN_DEFAULT_LISTEN = { relay: '127.0.0.1:9090', connector: '127.0.0.1:9091' } as const;
@@ -16,10 +16,16 @@ export function adminConfigSchema(defaultListen: string) {
     .prefault({});
 }
 
-/** `--admin host:port|off` on the command line. */
-export function parseAdminFlag(value: string): AdminConfig {
-  if (value === 'off' || value === 'false') return false;
-  const listen = parseListenAddress(value);
-  if (!listen) throw new ConfigError('POSTERN_ERR_CONFIG_INVALID', `--admin: expected host:port (port 0-65535) or "off", got "${value}"`);
-  return { listen };
+export const ADMIN_FLAG_HELP = 'admin endpoint host:port (/healthz /readyz /metrics /v1/status; port 0: any), or "off" (overrides the config)';
+
+/**
+ * `--admin host:port|off` as config layers (src/config/layers.ts): "off" sets `admin` to false,
+ * anything else sets `admin.listen`, validated with the rest of the config.
+ */
+export function adminFlag(value: string | undefined): FlagValue[] {
+  const off = value === 'off' || value === 'false';
+  return [
+    { flag: '--admin', path: 'admin', value: off ? 'false' : undefined },
+    { flag: '--admin', path: 'admin.listen', value: off ? undefined : value },
+  ];
 }

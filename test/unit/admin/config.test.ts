@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
-import { ADMIN_DEFAULT_LISTEN, adminConfigSchema, certificateReport, earliestExpiry, parseAdminFlag } from '../../../src/admin/index.js';
+import { ADMIN_DEFAULT_LISTEN, adminConfigSchema, adminFlag, certificateReport, earliestExpiry } from '../../../src/admin/index.js';
+import { layerConfig } from '../../../src/config/layers.js';
 import { isPosternError } from '../../../src/errors.js';
 import { validateOptions } from '../../../src/options.js';
 import { createCa, issueLeaf, loadCaMaterial } from '../../../src/pki/index.js';
@@ -34,10 +35,13 @@ describe('admin config', () => {
     expect((err as Error).message).toMatch(message);
   });
 
-  it('--admin takes host:port or off', () => {
-    expect(parseAdminFlag('127.0.0.1:0')).toEqual({ listen: { host: '127.0.0.1', port: 0 } });
-    expect(parseAdminFlag('off')).toBe(false);
-    expect(() => parseAdminFlag('9090')).toThrow(/--admin: expected host:port/);
+  it('--admin takes host:port or off, over the file', () => {
+    const withFile = (yaml: string, flag: string | undefined) => layerConfig(schema, 'relay', { name: 'relay.yaml', text: yaml }, {}, adminFlag(flag)).config.admin;
+    expect(withFile('admin:\n  listen: 127.0.0.1:9100\n', '127.0.0.1:0')).toEqual({ listen: { host: '127.0.0.1', port: 0 } });
+    expect(withFile('admin:\n  listen: 127.0.0.1:9100\n', 'off')).toBe(false);
+    expect(withFile('admin: false\n', '[::1]:9090')).toEqual({ listen: { host: '::1', port: 9090 } });
+    expect(withFile('{}\n', undefined)).toEqual({ listen: { host: '127.0.0.1', port: 9090 } });
+    expect(() => withFile('{}\n', '9090')).toThrow(/^flag --admin: field "admin": expected false \(no admin endpoint\) or \{ listen: "host:port" \}/);
   });
 });
 
