@@ -31,6 +31,8 @@ describe('postern connector (real process)', () => {
         'tls: { cert: pki/connector.crt, key: pki/connector.key, ca: pki/ca.crt, crl: pki/crl.pem }',
         'allowlist:',
         '  targets: ["127.0.0.1:5432"]',
+        // Not the default 127.0.0.1:9091: test files run side by side.
+        'admin: false',
         '',
       ].join('\n'),
     );
