@@ -9,7 +9,11 @@ import { connectorConfigSchema } from '../../../connector/options.js';
 import { createRelay, type Relay } from '../../../relay/index.js';
 import { relayConfigSchema } from '../../../relay/options.js';
 import type { AuditEvent } from '../../../src/audit/events.js';
+import { Session, type IncomingOpen } from '../../../src/mux/index.js';
+import { connectWebSocket, wsTransport } from '../../../src/mux/ws-transport.js';
 import { validateOptions } from '../../../src/options.js';
+import { clientTlsOptions, loadTlsMaterial } from '../../../src/pki/index.js';
+import { DEFAULT_DECODE_LIMITS, maxMessageSize } from '../../../src/protocol/frames.js';
 import { makeTestPki, type TestPki } from '../../helpers/pki.js';
 import { captureAudit, captureLogger, tcpTarget, type LogLine, type Recorder } from '../connector/helpers.js';
 
@@ -60,6 +64,9 @@ describe('relay.reload(): refused files keep the old ones, the relay sweeps on i
   let connectorLog: Recorder<LogLine>;
   let connectorAudit: Recorder<AuditEvent>;
   let echo: Awaited<ReturnType<typeof tcpTarget>>;
+  let echo2: Awaited<ReturnType<typeof tcpTarget>>;
+  /** What the connector's config file says its allowlist is (its reloadConfig reads this). */
+  let connectorAllowlist: string[];
   let url: string;
   let relayCrl: string;
   let relayCert: string;
@@ -74,12 +81,17 @@ describe('relay.reload(): refused files keep the old ones, the relay sweeps on i
     return agent;
   };
   const target = () => `127.0.0.1:${echo.port}`;
+  const target2 = () => `127.0.0.1:${echo2.port}`;
 
   beforeAll(async () => {
     pki = await makeTestPki();
     await pki.issue('user', 'mallory', { org: 'st-mary' });
+    await pki.issue('user', 'trudy', { org: 'st-mary' });
     await pki.issue('relay', 'relay-2', { dns: ['localhost'] });
+    await pki.issue('connector', 'slow', { org: 'st-mary' });
     echo = await tcpTarget((s) => s.pipe(s));
+    echo2 = await tcpTarget((s) => s.pipe(s));
+    connectorAllowlist = [target(), target2()];
     // The relay's own copies, so each test decides what the relay sees (the connector keeps pki.crl).
     relayCrl = join(pki.dir, 'relay-crl.pem');
     relayCert = join(pki.dir, 'relay-live.crt');
@@ -93,9 +105,11 @@ trustDomain: "${pki.trustDomain}"
 orgs:
   st-mary:
     connectors:
-      hq: { targets: ["${target()}"] }
+      hq: { targets: ["${target()}", "${target2()}"] }
+      slow: { targets: ["${target()}"] }
 rules:
-  - { id: everyone, org: st-mary, principals: ["*"], connector: hq, targets: ["${target()}"], action: allow }
+  - { id: everyone, org: st-mary, principals: ["*"], connector: hq, targets: ["${target()}", "${target2()}"], action: allow }
+  - { id: slow-echo, org: st-mary, principals: ["*"], connector: slow, targets: ["${target()}"], action: allow }
 `;
     await writeFile(policyPath, policyText);
 
@@ -117,22 +131,21 @@ rules:
     );
     url = `wss://localhost:${(await relay.start()).port}`;
 
-    const c = captureLogger();
-    const ca = captureAudit();
-    connectorLog = c.lines;
-    connectorAudit = ca.events;
-    connector = createConnector(
+    const connectorConfig = () =>
       validateOptions(connectorConfigSchema, {
         trustDomain: pki.trustDomain,
         relays: [url],
         tls: { ...pki.files('connector', 'hq'), ca: pki.ca, crl: pki.crl },
-        allowlist: { targets: [target()] },
+        allowlist: { targets: connectorAllowlist },
         admin: false,
         reload: { intervalMs: 3_600_000 },
         reconnect: { initialDelayMs: 50, maxDelayMs: 200 },
-      }, 'connector config'),
-      { logger: c.logger, audit: ca.audit },
-    );
+      }, 'connector config');
+    const c = captureLogger();
+    const ca = captureAudit();
+    connectorLog = c.lines;
+    connectorAudit = ca.events;
+    connector = createConnector(connectorConfig(), { logger: c.logger, audit: ca.audit, reloadConfig: async () => connectorConfig() });
     await connector.start();
     await connectorLog.waitFor((l) => l.event === 'tunnel.up');
   });
@@ -141,7 +154,7 @@ rules:
     await Promise.all(agents.map((a) => a.close()));
     await connector?.stop();
     await relay?.stop(0);
-    await echo?.close();
+    await Promise.all([echo?.close(), echo2?.close()]);
     await pki?.cleanup();
   });
 
@@ -222,6 +235,69 @@ rules:
     await roundTrip(alice);
     expect(connectorLog.count((l) => l.event === 'tunnel.down')).toBe(0);
     alice.destroy();
+  });
+
+  it('the connector alone (the relay\'s CRL is stale) resets a revoked agent\'s live stream REVOKED; the relay passes the reason on', async () => {
+    const info = await agentFor('trudy').dialWithInfo({ connector: 'hq', target: target() });
+    await roundTrip(info.socket);
+    const error = ended(info.socket);
+    await pki.revoke(pki.files('user', 'trudy').cert);
+    const outcome = await connector.reload();
+    expect(outcome).toMatchObject({ tls: 'applied', streamsReset: 1 });
+    const err = await error;
+    expect(err.code).toBe('POSTERN_ERR_STREAM_REVOKED');
+    expect(err.message).toContain('/user/trudy');
+    expect(await connectorAudit.waitFor((e) => e.event === 'stream.reset' && e['correlationId'] === info.correlationId)).toMatchObject({ reason: 'revoked' });
+    expect(await relayAudit.waitFor((e) => e.event === 'stream.close' && e['correlationId'] === info.correlationId)).toMatchObject({ reason: 'connector: POSTERN_ERR_STREAM_REVOKED' });
+  });
+
+  it('a connector allowlist that drops a target resets the live streams to it (POLICY_CHANGED), not those to other targets', async () => {
+    const kept = await agentFor('alice').dial({ connector: 'hq', target: target() });
+    const cut = await agentFor('alice').dial({ connector: 'hq', target: target2() });
+    await Promise.all([roundTrip(kept), roundTrip(cut)]);
+    const error = ended(cut);
+    connectorAllowlist = [target()];
+    try {
+      const outcome = await connector.reload();
+      expect(outcome).toMatchObject({ allowlist: 'applied', streamsReset: 1 });
+      const err = await error;
+      expect(err.code).toBe('POSTERN_ERR_STREAM_POLICY_CHANGED');
+      expect(err.message).toContain('allowlist');
+      await roundTrip(kept);
+      await expect(agentFor('alice').dial({ connector: 'hq', target: target2() })).rejects.toMatchObject({ code: 'POSTERN_ERR_OPEN_ALLOWLIST_DENIED' });
+    } finally {
+      kept.destroy();
+      connectorAllowlist = [target(), target2()];
+      await connector.reload();
+    }
+  });
+
+  it('an open the connector answers after a policy reload that denies it is reset POLICY_CHANGED at once (the sweep ran before it was live)', async () => {
+    // A connector "slow" that holds each open until the test lets it answer.
+    const slow = loadTlsMaterial({ ...pki.files('connector', 'slow'), ca: pki.ca, crl: pki.crl });
+    const { ws } = await connectWebSocket(`${url}/v1/tunnel`, {
+      tls: clientTlsOptions(slow, { trustDomain: pki.trustDomain, presentedAs: 'relay-server' }),
+      maxPayload: maxMessageSize(DEFAULT_DECODE_LIMITS),
+      handshakeTimeoutMs: 10_000,
+    });
+    const session = new Session(wsTransport(ws), { role: 'client' });
+    try {
+      const held = new Promise<IncomingOpen>((resolve) => session.once('open', resolve));
+      await relayAudit.waitFor((e) => e.event === 'tunnel.up' && e['connector'] === 'st-mary/slow');
+      const dial = agentFor('alice').dial({ connector: 'slow', target: target() });
+      const incoming = await held;
+      await replaceFile(policyPath, policyText.replace(/  - \{ id: slow-echo.*\n/, ''));
+      expect((await relay.reload()).streamsReset).toBe(0);
+      const stream = incoming.accept();
+      const reset = new Promise<Error & { code?: string }>((resolve) => stream.once('error', resolve));
+      await expect(dial).rejects.toMatchObject({ code: 'POSTERN_ERR_STREAM_POLICY_CHANGED' });
+      expect((await reset).code).toBe('POSTERN_ERR_STREAM_POLICY_CHANGED');
+      expect(await relayAudit.waitFor((e) => e.event === 'stream.reset' && e['reason'] === 'policy-changed')).toMatchObject({ principal: expect.stringContaining('/user/alice') });
+    } finally {
+      session.destroy();
+      await replaceFile(policyPath, policyText);
+      await relay.reload();
+    }
   });
 
   it('a revoked connector certificate ends its tunnel (GOAWAY REVOKED) and keeps it out; opens for it find it offline', async () => {
