@@ -5,6 +5,7 @@ import { identityFromCertificate, type Identity, type IdentityExpectation } from
 import { silentLogger, type Logger } from '../src/log.js';
 import { validateOptions } from '../src/options.js';
 import { clientTlsOptions, loadTlsMaterial, type TlsMaterial } from '../src/pki/index.js';
+import { resolveProxySettings } from '../src/net/proxy-config.js';
 import { parseTarget } from '../src/policy/index.js';
 import { dialError, dialOnSession, retryOnNewSession, type InnerDialResult } from './dial.js';
 import { AgentDialError, AgentError, agentClosedError, type DialStage } from './errors.js';
@@ -17,6 +18,11 @@ export interface AgentDeps {
   logger?: Logger;
   /** Relative certificate, key, CA and CRL paths resolve against this (the config file's directory). */
   baseDir?: string;
+  /**
+   * The environment a proxy is taken from (https_proxy/HTTPS_PROXY, no_proxy/NO_PROXY) when the
+   * options have no `proxy`; none by default (a library reads no environment by itself).
+   */
+  env?: Readonly<Record<string, string | undefined>>;
 }
 
 export interface DialRequest {
@@ -93,6 +99,7 @@ export class Agent {
     this.sessions = new RelaySessions({
       relay: o.relay,
       fallbacks: o.relays ?? [],
+      proxy: resolveProxySettings(o.proxy, deps.env ?? {}),
       trustDomain: o.trustDomain,
       tls: clientTlsOptions(outer, { trustDomain: o.trustDomain, presentedAs: 'relay-server' }),
       handshakeTimeoutMs: o.limits.handshakeTimeoutMs,

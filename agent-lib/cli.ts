@@ -129,7 +129,7 @@ async function agentOptions(flags: CommonFlags, defaultLevel: string): Promise<{
 async function openAgent(flags: CommonFlags, defaultLevel = 'info'): Promise<{ agent: Agent; logger: Logger }> {
   const { options, baseDir, log } = await agentOptions(flags, defaultLevel);
   const logger = createLogger({ name: 'agent', ...log });
-  return { agent: new Agent(options, { logger, baseDir }), logger };
+  return { agent: new Agent(options, { logger, baseDir, env: process.env }), logger };
 }
 
 /** Opens the relay session at start, so a wrong relay or certificate shows at once (the listener keeps running; dials retry). */

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { sessionLimitsSchema, tlsFilesSchema, trustDomainSchema } from '../src/config/schemas.js';
+import { proxyConfigSchema } from '../src/net/proxy-config.js';
 
 /** Options of `new Agent(…)` and the `agent` section of agent.yaml. */
 export const agentOptionsSchema = z.strictObject({
@@ -20,6 +21,12 @@ export const agentOptionsSchema = z.strictObject({
       crl: z.union([z.string().min(1), z.array(z.string().min(1)).min(1)]).optional(),
     })
     .prefault({}),
+  /**
+   * HTTP CONNECT proxy towards the relays: `{ url: http://user:pass@proxy:3128, noProxy: [...] }`,
+   * or `false` to ignore the environment. Absent: AgentDeps.env decides (the CLI passes
+   * HTTPS_PROXY/NO_PROXY; a library user passes what it wants, nothing by default).
+   */
+  proxy: proxyConfigSchema.optional(),
   limits: z
     .strictObject({
       handshakeTimeoutMs: z.number().int().positive().default(10_000),

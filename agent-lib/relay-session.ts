@@ -4,6 +4,7 @@ import type { Identity } from '../src/identity/index.js';
 import type { Logger } from '../src/log.js';
 import { SESSION_DEFAULTS, Session } from '../src/mux/index.js';
 import { connectWebSocket, wsTransport } from '../src/mux/ws-transport.js';
+import { proxyFor, type ProxySettings } from '../src/net/proxy-config.js';
 import { peerIdentity } from '../src/pki/index.js';
 import { maxMessageSize } from '../src/protocol/frames.js';
 import { agentClosedError } from './errors.js';
@@ -29,6 +30,8 @@ export interface RelaySessionsOptions {
   relay: string;
   /** Other relays of the same pool, tried in turn when one drains (GOAWAY) or cannot be reached. */
   fallbacks?: readonly string[];
+  /** The HTTP CONNECT proxy in force (NO_PROXY decides per relay); undefined: direct. */
+  proxy?: ProxySettings | undefined;
   trustDomain: string;
   /** Outer TLS options from clientTlsOptions(material, { presentedAs: 'relay-server' }). */
   tls: ConnectionOptions;
@@ -116,10 +119,12 @@ export class RelaySessions {
   private async connectTo(index: number): Promise<RelayConnection> {
     const log = this.o.logger;
     const url = this.urls[index]!;
+    const proxy = proxyFor(this.o.proxy, url);
     const { ws, socket } = await connectWebSocket(url, {
       tls: this.o.tls,
       maxPayload: this.maxPayload,
       handshakeTimeoutMs: this.o.handshakeTimeoutMs,
+      ...(proxy ? { proxy } : {}),
     });
     let relayIdentity: Identity;
     try {
@@ -143,7 +148,7 @@ export class RelaySessions {
     };
     this.live.add(conn);
     this.current = conn;
-    log.info({ event: 'agent.session.up', relay: url, relayIdentity: relayIdentity.uri, tlsVersion: conn.tlsVersion }, 'relay session up');
+    log.info({ event: 'agent.session.up', relay: url, relayIdentity: relayIdentity.uri, tlsVersion: conn.tlsVersion, ...(proxy ? { proxy: proxy.display } : {}) }, 'relay session up');
     session.on('goaway', (info) => {
       if (this.current === conn) this.current = undefined;
       // A draining relay refuses new sessions: the next one of the pool goes first.

@@ -51,7 +51,7 @@ export function registerConnectorCommand(program: Command): void {
         // same variables and flags as at start apply over the new file.
         const reloadConfig = async () => (await loadLayeredConfig(input)).config;
         const configFile = layered.file === undefined ? undefined : resolve(layered.file);
-        const connector = createConnector(config, { logger, baseDir, ...(configFile === undefined ? {} : { configFile }), reloadConfig });
+        const connector = createConnector(config, { logger, baseDir, ...(configFile === undefined ? {} : { configFile }), reloadConfig, env: process.env });
         await connector.start();
         logger.info({ event: 'connector.started', identity: connector.identity.uri, relays: config.relays }, 'connector started');
         stopOnSignals(() => connector.stop(), logger);

@@ -8,6 +8,7 @@ import type { Logger } from '../src/log.js';
 import { createMetrics, type PosternMetrics } from '../src/metrics/index.js';
 import { SESSION_DEFAULTS, Session, type Clock, type FrameTransport, type SessionOptions } from '../src/mux/index.js';
 import { connectWebSocket, wsTransport } from '../src/mux/ws-transport.js';
+import { proxyFor, resolveProxySettings } from '../src/net/proxy-config.js';
 import { RevocationIndex } from '../src/pki/index.js';
 import { checkAllowlist, compileAllowlist, parseTarget, type CompiledAllowlist } from '../src/policy/index.js';
 import { maxMessageSize } from '../src/protocol/frames.js';
@@ -33,6 +34,11 @@ export interface ConnectorDeps {
   reloadConfig?: () => Promise<ConnectorConfig>;
   /** Where the connector counts (shown on the admin endpoint); its own registry, with Node's metrics, by default. */
   metrics?: PosternMetrics;
+  /**
+   * The environment a proxy is taken from (https_proxy/HTTPS_PROXY, no_proxy/NO_PROXY) when the
+   * config has no `proxy` section; the CLI passes process.env, nothing is read by default.
+   */
+  env?: Readonly<Record<string, string | undefined>>;
 }
 
 /** What one reload did; a group that fails to load keeps the old one in force. */
@@ -111,13 +117,21 @@ export function createConnector(config: ConnectorConfig, deps: ConnectorDeps): C
     maxMetadataEntries: SESSION_DEFAULTS.maxMetadataEntries,
   });
 
+  const proxySettings = resolveProxySettings(config.proxy, deps.env ?? {});
+  const proxies = new Map(config.relays.map((relay) => [relay, proxyFor(proxySettings, relay)] as const));
+  if (proxySettings) {
+    const via = config.relays.filter((relay) => proxies.get(relay) !== undefined);
+    log.info({ event: 'proxy.configured', proxy: proxySettings.proxy.display, source: proxySettings.source, via, direct: config.relays.filter((r) => !via.includes(r)) }, `relays reached through the HTTP proxy ${proxySettings.proxy.display}: ${via.length} of ${config.relays.length}`);
+  }
+
   const attempts = new Map<string, number>();
   const connect = async (relay: string): Promise<FrameTransport> => {
     const attempt = attempts.get(relay) ?? 0;
     attempts.set(relay, attempt + 1);
     if (attempt > 0) metrics.reconnect();
     try {
-      const { ws } = await connectWebSocket(tunnelUrl(relay), { tls: material.relayTls, maxPayload, handshakeTimeoutMs: config.limits.handshakeTimeoutMs });
+      const proxy = proxies.get(relay);
+      const { ws } = await connectWebSocket(tunnelUrl(relay), { tls: material.relayTls, maxPayload, handshakeTimeoutMs: config.limits.handshakeTimeoutMs, ...(proxy ? { proxy } : {}) });
       return wsTransport(ws);
     } catch (err) {
       if (isPosternError(err) && isHandshakeFailure(err.code)) metrics.handshakeFailure('tunnel', err.code);

@@ -2,6 +2,7 @@ import { isIP } from 'node:net';
 import { z } from 'zod';
 import { ADMIN_DEFAULT_LISTEN, adminConfigSchema } from '../src/admin/config.js';
 import { logSchema, sessionLimitsSchema, tlsFilesSchema, trustDomainSchema } from '../src/config/schemas.js';
+import { proxyConfigSchema } from '../src/net/proxy-config.js';
 
 const relayUrl = z
   .string()
@@ -100,6 +101,11 @@ export const connectorConfigSchema = z.strictObject({
       intervalMs: positiveMs.default(2_000),
     })
     .prefault({}),
+  /**
+   * HTTP CONNECT proxy towards the relays: `{ url: http://user:pass@proxy:3128, noProxy: [...] }`,
+   * or `false` to ignore HTTPS_PROXY/NO_PROXY. Absent: those variables decide (docs/operations.md).
+   */
+  proxy: proxyConfigSchema.optional(),
   log: logSchema,
   /** /healthz, /readyz, /metrics and /v1/status over plain HTTP: loopback by default, `false` for none. */
   admin: adminConfigSchema(ADMIN_DEFAULT_LISTEN.connector),
