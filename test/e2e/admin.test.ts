@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { connect as tlsConnect } from 'node:tls';
 import { request } from 'node:http';
 import { createServer, type Server, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
@@ -56,6 +57,23 @@ async function metricsOf(base: string): Promise<{ text: string; samples: Sample[
 async function adminUrl(child: ChildHandle): Promise<string> {
   const line = await child.waitFor('admin.listening');
   return `http://${String(line['address'])}`;
+}
+
+/** A WebSocket upgrade on the agents' door with `cert`, by hand (the Agent refuses a non-agent certificate itself); resolves with the answer. */
+function upgradeAsAgent(port: number, pki: TestPki, cert: { cert: string; key: string }): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = tlsConnect({ host: '127.0.0.1', port, servername: 'localhost', cert: readFileSync(cert.cert), key: readFileSync(cert.key), ca: readFileSync(pki.ca) }, () => {
+      socket.write(
+        'GET /v1/agent HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n' +
+          `Sec-WebSocket-Key: ${randomBytes(16).toString('base64')}\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: postern.v1\r\n\r\n`,
+      );
+    });
+    let answer = '';
+    socket.setEncoding('utf8');
+    socket.on('data', (c: string) => { answer += c; });
+    socket.once('close', () => resolve(answer));
+    socket.once('error', reject);
+  });
 }
 
 function echoOnce(socket: Duplex, payload: Buffer): Promise<Buffer> {
@@ -135,6 +153,10 @@ rules:
     const socket = await agentFor(pki.files('user', 'alice')).dial({ connector: 'hq', target });
     expect((await echoOnce(socket, payload)).equals(payload)).toBe(true);
     await expect(agentFor(pki.files('service', 'reports')).dial({ connector: 'hq', target })).rejects.toMatchObject({ code: 'POSTERN_ERR_OPEN_POLICY_DENIED' });
+    // A connector certificate knocking on the agents' door is refused there: a handshake failure.
+    const doorRefused = stack.relayAudit((l) => l['event'] === 'handshake.refused' && l['place'] === 'agent');
+    expect(await upgradeAsAgent(stack.relayPort, pki, pki.files('connector', 'hq'))).toMatch(/^HTTP\/1\.1 403 /);
+    const refusedCode = String((await doorRefused)['code']);
     await Promise.all([relayClosed, connectorClosed]);
 
     const relay = await metricsOf(relayAdmin);
@@ -156,6 +178,7 @@ rules:
     expect(r('postern_certificate_expiry_timestamp_seconds', { kind: 'cert' })).toBeGreaterThan(Date.now() / 1000);
     expect(r('postern_certificate_expiry_timestamp_seconds', { kind: 'ca' })).toBeGreaterThan(Date.now() / 1000);
     expect(typesOf(relay.text).get('postern_handshake_failures_total')).toBe('counter');
+    expect(r('postern_handshake_failures_total', { place: 'agent', code: refusedCode })).toBe(1);
     expect(r('process_cpu_user_seconds_total')).toBeGreaterThan(0);
     expect(relay.samples.some((s) => s.name.startsWith('nodejs_eventloop_lag'))).toBe(true);
     // Label values come from closed lists: no identity, target or address ever becomes a label.

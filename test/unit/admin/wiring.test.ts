@@ -147,7 +147,7 @@ describe('admin endpoint of an in-process relay and connector', () => {
     }
   });
 
-  it('relay: admin false starts none', async () => {
+  it('relay: admin false starts none; reloads are counted by result', async () => {
     const { logger, lines } = captureLogger('info');
     const relay = await createRelay(relayConfig(false), { logger });
     relays.push(relay);
@@ -155,6 +155,21 @@ describe('admin endpoint of an in-process relay and connector', () => {
     expect(relay.admin).toBeUndefined();
     expect(lines.count((l) => l.event === 'admin.off')).toBe(1);
     expect(relay.readiness()).toEqual({ ready: true });
+
+    expect(await relay.reload()).toMatchObject({ tls: 'applied', policy: 'applied' });
+    const policyFile = join(pki.dir, 'policy.yaml');
+    const good = readFileSync(policyFile, 'utf8');
+    await writeFile(policyFile, 'version: 1\nrules: [\n');
+    try {
+      expect(await relay.reload()).toMatchObject({ tls: 'applied', policy: 'failed' });
+    } finally {
+      await writeFile(policyFile, good);
+    }
+    const samples = parsePromText(await relay.metrics.text());
+    expect(valueOf(samples, 'postern_policy_reloads_total', { result: 'ok' })).toBe(1);
+    expect(valueOf(samples, 'postern_policy_reloads_total', { result: 'rejected' })).toBe(1);
+    expect(valueOf(samples, 'postern_tls_reloads_total', { result: 'ok' })).toBe(2);
+    expect(valueOf(samples, 'postern_tls_reloads_total', { result: 'rejected' })).toBe(0);
   });
 
   it('connector: not ready without a tunnel; redials are counted, refused TCP connects are not handshake failures', async () => {
