@@ -11,6 +11,9 @@ import { isPosternError, ProxyError, type PosternError } from '../../../src/erro
 import { connectThroughProxy, parseConnectResponse, parseProxyUrl, type HttpProxy } from '../../../src/net/http-proxy.js';
 import { noProxyMatches, parseNoProxyEntry, parseNoProxyList, proxyConfigSchema, proxyFor, resolveProxySettings } from '../../../src/net/proxy-config.js';
 import { acceptUpgrade, connectWebSocket, createWebSocketServer } from '../../../src/mux/ws-transport.js';
+import { loadLayeredConfig } from '../../../src/config/layers.js';
+import { connectorConfigSchema } from '../../../connector/options.js';
+import { agentOptionsSchema } from '../../../agent-lib/options.js';
 import { makeTestPki, type TestPki } from '../../helpers/pki.js';
 import { startTestProxy, type TestProxy } from '../../helpers/http-proxy.js';
 
@@ -382,6 +385,16 @@ describe('NO_PROXY and the proxy in force', () => {
     expect(resolveProxySettings(undefined, { HTTP_PROXY: 'http://p:1', ALL_PROXY: 'http://p:1' })).toBeUndefined();
     expect(() => resolveProxySettings(undefined, { HTTPS_PROXY: 'ftp://alice:hunter2@p:1' })).toThrow(/^env HTTPS_PROXY: scheme "ftp"/);
     expect(() => resolveProxySettings(proxyConfigSchema.parse({ url: 'http://p:1', noProxy: ['ok', '1.2.3.4/99'] }), {})).toThrow(/config field "proxy.noProxy.1"/);
+  });
+
+  it('connector.yaml and agent.yaml take the section, also from POSTERN_* variables field by field', async () => {
+    const base = { POSTERN_CONNECTOR_TRUST_DOMAIN: 'h.example', POSTERN_CONNECTOR_RELAYS: '[wss://r:443]', POSTERN_CONNECTOR_TLS__CERT: 'a', POSTERN_CONNECTOR_TLS__KEY: 'b', POSTERN_CONNECTOR_TLS__CA: 'c', POSTERN_CONNECTOR_ALLOWLIST__TARGETS: '[x:1]' };
+    const load = async (env: Record<string, string>) => (await loadLayeredConfig({ program: 'connector', schema: connectorConfigSchema, env: { ...base, ...env }, cwd: '/' })).config.proxy;
+    expect(await load({})).toBeUndefined();
+    expect(await load({ POSTERN_CONNECTOR_PROXY: 'false' })).toBe(false);
+    expect(await load({ POSTERN_CONNECTOR_PROXY__URL: 'http://u:p@proxy:3128', POSTERN_CONNECTOR_PROXY__NO_PROXY: '[relay.lan, 10.0.0.0/8]' })).toEqual({ url: 'http://u:p@proxy:3128', noProxy: ['relay.lan', '10.0.0.0/8'] });
+    await expect(load({ POSTERN_CONNECTOR_PROXY__URLS: 'http://p:1' })).rejects.toThrow(/POSTERN_CONNECTOR_PROXY__URLS/);
+    expect(agentOptionsSchema.parse({ trustDomain: 'h.example', relay: 'wss://r', tls: { cert: 'a', key: 'b', ca: 'c' }, proxy: { url: 'http://p:1' } }).proxy).toEqual({ url: 'http://p:1', noProxy: [] });
   });
 
   it('the schema: false or a strict object', () => {
