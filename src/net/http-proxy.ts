@@ -85,7 +85,8 @@ export interface ConnectResponse {
 const TERMINATOR = Buffer.from('\r\n\r\n');
 const VERSION_PREFIX = Buffer.from('HTTP/1.');
 const STATUS_LINE = /^HTTP\/1\.[01] ([1-5]\d\d)(?: ([\t\x20-\x7e\x80-\xff]*))?$/;
-const HEADER_LINE = /^([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[\t ]*([\t\x20-\x7e\x80-\xff]*?)[\t ]*$/;
+const HEADER_NAME = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+const HEADER_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
 
 function protocolError(why: string, details: Record<string, unknown> = {}): ProxyError {
   return new ProxyError('POSTERN_ERR_PROXY_PROTOCOL', why, { details });
@@ -118,9 +119,11 @@ export function parseConnectResponse(buf: Buffer, maxHeaderBytes: number = DEFAU
   const headers: Array<readonly [string, string]> = [];
   for (const line of lines.slice(1)) {
     // A bare CR or LF inside a line, obsolete line folding, or a field without a colon.
-    const field = HEADER_LINE.exec(line);
-    if (!field) throw protocolError(`malformed header line "${printable(line, 64)}"`);
-    headers.push([field[1]!.toLowerCase(), printable(field[2]!, 256)] as const);
+    const colon = line.indexOf(':');
+    const name = line.slice(0, Math.max(colon, 0));
+    const value = line.slice(colon + 1);
+    if (colon <= 0 || !HEADER_NAME.test(name) || !HEADER_VALUE.test(value)) throw protocolError(`malformed header line "${printable(line, 64)}"`);
+    headers.push([name.toLowerCase(), printable(value, 256)] as const);
   }
   return { statusCode: Number(status[1]), reason: printable(status[2] ?? '', 128), headers, headerBytes: end + TERMINATOR.length };
 }
@@ -147,8 +150,6 @@ export interface ProxyConnectOptions {
   timeoutMs: number;
   /** Cap of the answer header; DEFAULT_MAX_PROXY_HEADER_BYTES by default. */
   maxHeaderBytes?: number;
-  /** Aborting destroys the connection and rejects with the signal's reason. */
-  signal?: AbortSignal;
 }
 
 /**
@@ -167,7 +168,6 @@ export function connectThroughProxy(o: ProxyConnectOptions): Promise<Socket> {
       return Promise.reject(new ConfigError('POSTERN_ERR_CONFIG_INVALID', `connectThroughProxy: field "${field}" must be a positive integer, got ${String(value)}`, { details: { field } }));
     }
   }
-  if (o.signal?.aborted) return Promise.reject(o.signal.reason);
   const { proxy } = o;
   const authority = `${isIP(o.host) === 6 ? `[${o.host}]` : o.host}:${o.port}`;
   const details = { proxy: proxy.display, target: authority };
@@ -183,7 +183,6 @@ export function connectThroughProxy(o: ProxyConnectOptions): Promise<Socket> {
       if (done) return;
       done = true;
       clearTimeout(timer);
-      o.signal?.removeEventListener('abort', onAbort);
       socket.off('data', onData);
       socket.off('error', onError);
       socket.off('close', onClose);
@@ -207,8 +206,6 @@ export function connectThroughProxy(o: ProxyConnectOptions): Promise<Socket> {
         ),
       );
     }, o.timeoutMs);
-
-    const onAbort = (): void => finish(o.signal!.reason instanceof Error ? o.signal!.reason : new ProxyError('POSTERN_ERR_PROXY_TIMEOUT', `the CONNECT through ${proxy.display} was aborted`, { details }));
 
     const onConnect = (): void => {
       const lines = [`CONNECT ${authority} HTTP/1.1`, `Host: ${authority}`];
@@ -268,7 +265,6 @@ export function connectThroughProxy(o: ProxyConnectOptions): Promise<Socket> {
       );
     };
 
-    o.signal?.addEventListener('abort', onAbort, { once: true });
     socket.once('connect', onConnect);
     socket.on('data', onData);
     socket.on('error', onError);
