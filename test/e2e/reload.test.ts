@@ -248,4 +248,24 @@ describe('hot reload on a running relay and connector (real processes)', () => {
     alice.destroy();
     await aliceEnded;
   });
+
+  it('SIGHUP makes the relay and the connector re-read their files at once (no file changed); tunnel and streams stay', async () => {
+    const alice = await agentFor('alice').dial({ connector: 'hq', target: target() });
+    try {
+      await roundTrip(alice);
+      const count = (lines: LogLine[]) => lines.filter((l) => l.event === 'reload.applied').length;
+      const relayBefore = count(stack.relay.lines);
+      const connectorBefore = count(stack.connector.lines);
+      stack.relay.child.kill('SIGHUP');
+      stack.connector.child.kill('SIGHUP');
+      // (The TLS group: the policy file is still the malformed one of the test before.)
+      await stack.relay.waitFor((l) => l.event === 'reload.applied' && l['group'] === 'tls' && count(stack.relay.lines) > relayBefore);
+      await stack.connector.waitFor((l) => l.event === 'reload.applied' && l['group'] === 'tls' && count(stack.connector.lines) > connectorBefore);
+      expect(stack.relay.lines.some((l) => l.event === 'process.reload')).toBe(true);
+      await roundTrip(alice);
+      expect(connectorEvents((l) => l.event === 'tunnel.down')).toEqual([]);
+    } finally {
+      alice.destroy();
+    }
+  });
 });
