@@ -11,6 +11,7 @@ import { relayConfigSchema } from '../../../relay/options.js';
 import type { AuditEvent } from '../../../src/audit/events.js';
 import { Session, type IncomingOpen } from '../../../src/mux/index.js';
 import { connectWebSocket, wsTransport } from '../../../src/mux/ws-transport.js';
+import { loadLayeredConfig } from '../../../src/config/layers.js';
 import { validateOptions } from '../../../src/options.js';
 import { clientTlsOptions, loadTlsMaterial } from '../../../src/pki/index.js';
 import { DEFAULT_DECODE_LIMITS, maxMessageSize } from '../../../src/protocol/frames.js';
@@ -65,8 +66,9 @@ describe('relay.reload(): refused files keep the old ones, the relay sweeps on i
   let connectorAudit: Recorder<AuditEvent>;
   let echo: Awaited<ReturnType<typeof tcpTarget>>;
   let echo2: Awaited<ReturnType<typeof tcpTarget>>;
-  /** What the connector's config file says its allowlist is (its reloadConfig reads this). */
-  let connectorAllowlist: string[];
+  /** The connector's config file: its allowlist is re-read from it on reload, as the CLI does. */
+  let connectorYaml: string;
+  let setAllowlist: (targets: unknown[]) => Promise<void>;
   let url: string;
   let relayCrl: string;
   let relayCert: string;
@@ -91,7 +93,7 @@ describe('relay.reload(): refused files keep the old ones, the relay sweeps on i
     await pki.issue('connector', 'slow', { org: 'st-mary' });
     echo = await tcpTarget((s) => s.pipe(s));
     echo2 = await tcpTarget((s) => s.pipe(s));
-    connectorAllowlist = [target(), target2()];
+    connectorYaml = join(pki.dir, 'connector.yaml');
     // The relay's own copies, so each test decides what the relay sees (the connector keeps pki.crl).
     relayCrl = join(pki.dir, 'relay-crl.pem');
     relayCert = join(pki.dir, 'relay-live.crt');
@@ -131,21 +133,26 @@ rules:
     );
     url = `wss://localhost:${(await relay.start()).port}`;
 
-    const connectorConfig = () =>
-      validateOptions(connectorConfigSchema, {
+    // JSON is YAML. Paths are absolute; reload.intervalMs is long: only explicit reload() calls.
+    const writeConnectorYaml = (targets: unknown[]) =>
+      replaceFile(connectorYaml, JSON.stringify({
         trustDomain: pki.trustDomain,
         relays: [url],
         tls: { ...pki.files('connector', 'hq'), ca: pki.ca, crl: pki.crl },
-        allowlist: { targets: connectorAllowlist },
+        allowlist: { targets },
         admin: false,
         reload: { intervalMs: 3_600_000 },
         reconnect: { initialDelayMs: 50, maxDelayMs: 200 },
-      }, 'connector config');
+      }));
+    setAllowlist = writeConnectorYaml;
+    await writeConnectorYaml([target(), target2()]);
+    // What connector/cli.ts passes: the same layering (file < env < flags) re-run on reload.
+    const connectorConfig = async () => (await loadLayeredConfig({ program: 'connector', schema: connectorConfigSchema, configFlag: connectorYaml, env: {}, cwd: pki.dir })).config;
     const c = captureLogger();
     const ca = captureAudit();
     connectorLog = c.lines;
     connectorAudit = ca.events;
-    connector = createConnector(connectorConfig(), { logger: c.logger, audit: ca.audit, reloadConfig: async () => connectorConfig() });
+    connector = createConnector(await connectorConfig(), { logger: c.logger, audit: ca.audit, configFile: connectorYaml, reloadConfig: connectorConfig });
     await connector.start();
     await connectorLog.waitFor((l) => l.event === 'tunnel.up');
   });
@@ -256,7 +263,7 @@ rules:
     const cut = await agentFor('alice').dial({ connector: 'hq', target: target2() });
     await Promise.all([roundTrip(kept), roundTrip(cut)]);
     const error = ended(cut);
-    connectorAllowlist = [target()];
+    await setAllowlist([target()]);
     try {
       const outcome = await connector.reload();
       expect(outcome).toMatchObject({ allowlist: 'applied', streamsReset: 1 });
@@ -267,8 +274,29 @@ rules:
       await expect(agentFor('alice').dial({ connector: 'hq', target: target2() })).rejects.toMatchObject({ code: 'POSTERN_ERR_OPEN_ALLOWLIST_DENIED' });
     } finally {
       kept.destroy();
-      connectorAllowlist = [target(), target2()];
-      await connector.reload();
+      await setAllowlist([target(), target2()]);
+      expect((await connector.reload()).allowlist).toBe('applied');
+    }
+  });
+
+  it('a malformed connector config is refused naming the file and the field; the allowlist in force stays', async () => {
+    const live = await agentFor('alice').dial({ connector: 'hq', target: target2() });
+    await roundTrip(live);
+    await setAllowlist(['no-port-here']);
+    try {
+      const outcome = await connector.reload();
+      expect(outcome).toMatchObject({ allowlist: 'failed', streamsReset: 0 });
+      const line = await connectorLog.waitFor((l) => l.event === 'reload.failed' && l['group'] === 'allowlist');
+      expect(line['file']).toBe(connectorYaml);
+      expect(String(line['err'])).toContain('allowlist.targets');
+      await roundTrip(live);
+      const again = await agentFor('alice').dial({ connector: 'hq', target: target2() });
+      await roundTrip(again);
+      again.destroy();
+    } finally {
+      live.destroy();
+      await setAllowlist([target(), target2()]);
+      expect((await connector.reload()).allowlist).toBe('applied');
     }
   });
 
