@@ -198,6 +198,25 @@ rules:
     await connector.stop('SIGTERM');
   });
 
+  it('the Agent library: the proxy option carries its session; a noProxy entry sends another relay direct', async () => {
+    const proxy = await startProxy({ auth: CREDS });
+    const alice = pki.files('user', 'alice');
+    const tls = { cert: alice.cert, key: alice.key, ca: pki.ca, crl: pki.crl };
+    const viaProxy = new Agent({ trustDomain: pki.trustDomain, relay: hidden, tls, proxy: { url: proxy.url(CREDS) } });
+    agents.push(viaProxy);
+    const socket = await viaProxy.dial({ connector: 'hq', target: `127.0.0.1:${echo.port}` });
+    expect(await echoThrough(socket, 'library via the proxy')).toBe('library via the proxy');
+    socket.destroy();
+    expect(proxy.requests).toEqual([{ target: `127.0.0.2:${stack.relayPort}`, status: 200 }]);
+
+    const direct = new Agent({ trustDomain: pki.trustDomain, relay: stack.relayUrl, tls, proxy: { url: proxy.url(CREDS), noProxy: ['localhost'] } }, { env: { HTTPS_PROXY: proxy.url(CREDS) } });
+    agents.push(direct);
+    const socket2 = await direct.dial({ connector: 'hq', target: `127.0.0.1:${echo.port}` });
+    expect(await echoThrough(socket2, 'library direct')).toBe('library direct');
+    socket2.destroy();
+    expect(proxy.requests).toHaveLength(1);
+  });
+
   it('the agent CLI through the proxy (HTTPS_PROXY): postern agent forward reaches the connector', async () => {
     const proxy = await startProxy({ auth: CREDS });
     const alice = pki.files('user', 'alice');
