@@ -470,6 +470,16 @@ describe('connectWebSocket through a proxy', () => {
     expect(err.message).toContain('relay.hospital.example:443');
   });
 
+  it('one deadline covers the CONNECT and the TLS and WebSocket handshakes after it', async () => {
+    // Answers 200, then the "relay" behind it never speaks.
+    const blackHole = await rawServer((s) => s.once('data', () => s.write('HTTP/1.1 200 OK\r\n\r\n')));
+    const err = await expectCode(
+      connectWebSocket('wss://relay.hospital.example:443/', { tls, maxPayload: 1024, handshakeTimeoutMs: 300, proxy: parseProxyUrl(`http://127.0.0.1:${blackHole.port}`, 'test') }),
+      'POSTERN_ERR_WS_HANDSHAKE_TIMEOUT',
+    );
+    expect(err.message).toContain(`relay.hospital.example (through the HTTP proxy http://127.0.0.1:${blackHole.port}) within handshakeTimeoutMs=300 (proxy CONNECT, TCP connect`);
+  });
+
   it('a TLS-inspecting proxy: POSTERN_ERR_TLS_INTERCEPTED names the proxy as the likely cause', async () => {
     const p = await proxy({ intercept: otherRelayPem });
     const err = await expectCode(
