@@ -1,4 +1,4 @@
-import { certificateReport, earliestExpiry, startAdmin, type AdminServer, type Readiness } from '../src/admin/index.js';
+import { certificateReport, earliestExpiry, POSTERN_VERSION, startAdmin, VERSION_HEADER, type AdminServer, type Readiness } from '../src/admin/index.js';
 import { createAuditLog, pinoAuditSink, type AuditLog } from '../src/audit/audit-log.js';
 import { resolveFrom } from '../src/config/load-file.js';
 import { watchFiles } from '../src/config/watch.js';
@@ -131,7 +131,14 @@ export function createConnector(config: ConnectorConfig, deps: ConnectorDeps): C
     if (attempt > 0) metrics.reconnect();
     try {
       const proxy = proxies.get(relay);
-      const { ws } = await connectWebSocket(tunnelUrl(relay), { tls: material.relayTls, maxPayload, handshakeTimeoutMs: config.limits.handshakeTimeoutMs, ...(proxy ? { proxy } : {}) });
+      const { ws } = await connectWebSocket(tunnelUrl(relay), {
+        tls: material.relayTls,
+        maxPayload,
+        handshakeTimeoutMs: config.limits.handshakeTimeoutMs,
+        // The relay's /v1/status shows it per tunnel: mixed versions during an upgrade are visible.
+        headers: { [VERSION_HEADER]: POSTERN_VERSION },
+        ...(proxy ? { proxy } : {}),
+      });
       return wsTransport(ws);
     } catch (err) {
       if (isPosternError(err) && isHandshakeFailure(err.code)) metrics.handshakeFailure('tunnel', err.code);

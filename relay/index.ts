@@ -3,7 +3,7 @@ import type { IncomingMessage } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { TLSSocket } from 'node:tls';
-import { certificateReport, earliestExpiry, startAdmin, type AdminServer, type Readiness } from '../src/admin/index.js';
+import { certificateReport, earliestExpiry, peerVersion, startAdmin, VERSION_HEADER, type AdminServer, type Readiness } from '../src/admin/index.js';
 import { createAuditLog, pinoAuditSink, type AuditLog } from '../src/audit/audit-log.js';
 import { resolveFrom } from '../src/config/load-file.js';
 import { watchFiles } from '../src/config/watch.js';
@@ -38,7 +38,7 @@ export interface RelayStatus {
   identity: string;
   listening: { host: string; port: number } | undefined;
   draining: boolean;
-  connectors: Array<{ connector: string; tunnels: Array<{ id: string; since: string; streams: number; remote?: string }> }>;
+  connectors: Array<{ connector: string; tunnels: Array<{ id: string; since: string; streams: number; remote?: string; version?: string }> }>;
   agentSessions: number;
   liveStreams: number;
   /** The policy in force: its source and when it was loaded. */
@@ -184,7 +184,7 @@ export async function createRelay(config: RelayConfig, deps: RelayDeps): Promise
       session.terminate(GoAwayReason.REVOKED, `the certificate of ${peer.uri} (serial ${certificate.serial}) is revoked`);
       return;
     }
-    if (admission.door === 'connector') return onTunnel(session, peer, certificate, remote);
+    if (admission.door === 'connector') return onTunnel(session, peer, certificate, remote, peerVersion(req.headers[VERSION_HEADER]));
 
     agentSessions.set(session, { session, identity: peer, certificate });
     // What an agent session receives goes up towards the target (each byte also crosses a tunnel: counted once, here).
@@ -212,8 +212,8 @@ export async function createRelay(config: RelayConfig, deps: RelayDeps): Promise
     });
   }
 
-  function onTunnel(session: Session, peer: Identity, certificate: CertificateRef, remote: string): void {
-    const tunnel: Tunnel = { id: `t${++tunnelSeq}`, session, identity: peer, certificate, remote, since: new Date() };
+  function onTunnel(session: Session, peer: Identity, certificate: CertificateRef, remote: string, version: string | undefined): void {
+    const tunnel: Tunnel = { id: `t${++tunnelSeq}`, session, identity: peer, certificate, remote, since: new Date(), version };
     const connector = `${peer.org}/${peer.name}`;
     if (!policy.orgs.get(peer.org ?? '')?.connectors.has(peer.name)) {
       log.warn({ event: 'tunnel.undeclared', connector: peer.uri }, 'connector is not declared in the policy: no open will reach it until it is');
@@ -328,7 +328,13 @@ export async function createRelay(config: RelayConfig, deps: RelayDeps): Promise
       const key = `${t.identity.org}/${t.identity.name}`;
       let entry = byConnector.get(key);
       if (!entry) byConnector.set(key, (entry = { connector: key, tunnels: [] }));
-      entry.tunnels.push({ id: t.id, since: t.since.toISOString(), streams: t.session.streamCount, ...(t.remote ? { remote: t.remote } : {}) });
+      entry.tunnels.push({
+        id: t.id,
+        since: t.since.toISOString(),
+        streams: t.session.streamCount,
+        ...(t.remote ? { remote: t.remote } : {}),
+        ...(t.version ? { version: t.version } : {}),
+      });
     }
     return {
       identity: identity.uri,

@@ -10,6 +10,8 @@ export interface Tunnel {
   readonly certificate: CertificateRef;
   readonly remote: string | undefined;
   readonly since: Date;
+  /** The Postern version the connector announced (VERSION_HEADER), when it did. */
+  readonly version: string | undefined;
 }
 
 /**

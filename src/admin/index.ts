@@ -7,7 +7,7 @@ export * from './certificates.js';
 export * from './config.js';
 export * from './routes.js';
 export * from './server.js';
-export { POSTERN_VERSION } from './version.js';
+export { POSTERN_VERSION, VERSION_HEADER, peerVersion } from './version.js';
 
 /** The admin endpoint of a relay or connector process as configured; undefined when `admin: false`. */
 export async function startAdmin(config: AdminConfig, source: AdminSource, logger: Logger): Promise<AdminServer | undefined> {

@@ -203,7 +203,7 @@ rules:
 
     const relayStatus = await get(`${relayAdmin}/v1/status`);
     expect(relayStatus.status).toBe(200);
-    const rs = JSON.parse(relayStatus.body) as Record<string, unknown> & { connectors: Array<{ connector: string; tunnels: Array<{ since: string; streams: number }> }> };
+    const rs = JSON.parse(relayStatus.body) as Record<string, unknown> & { connectors: Array<{ connector: string; tunnels: Array<{ since: string; streams: number; version?: string }> }> };
     expect(rs).toMatchObject({
       component: 'relay',
       version: VERSION,
@@ -216,6 +216,7 @@ rules:
     expect(rs.connectors[0]!.connector).toBe('st-mary/hq');
     expect(rs.connectors[0]!.tunnels).toHaveLength(1);
     expect(Date.parse(rs.connectors[0]!.tunnels[0]!.since)).toBeLessThanOrEqual(Date.now());
+    expect(rs.connectors[0]!.tunnels[0]).toMatchObject({ version: VERSION, streams: 0 });
     const certs = rs['certificates'] as Record<string, Array<{ uri?: string; notAfter: string }>>;
     expect(certs['cert']![0]!.uri).toBe(`spiffe://${pki.trustDomain}/relay/relay-1`);
     expect(Date.parse(certs['ca']![0]!.notAfter)).toBeGreaterThan(Date.now());

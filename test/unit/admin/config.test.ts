@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
-import { ADMIN_DEFAULT_LISTEN, adminConfigSchema, adminFlag, certificateReport, earliestExpiry } from '../../../src/admin/index.js';
+import { ADMIN_DEFAULT_LISTEN, adminConfigSchema, adminFlag, certificateReport, earliestExpiry, peerVersion } from '../../../src/admin/index.js';
 import { layerConfig } from '../../../src/config/layers.js';
 import { isPosternError } from '../../../src/errors.js';
 import { validateOptions } from '../../../src/options.js';
@@ -42,6 +42,13 @@ describe('admin config', () => {
     expect(withFile('admin: false\n', '[::1]:9090')).toEqual({ listen: { host: '::1', port: 9090 } });
     expect(withFile('{}\n', undefined)).toEqual({ listen: { host: '127.0.0.1', port: 9090 } });
     expect(() => withFile('{}\n', '9090')).toThrow(/^flag --admin: field "admin": expected false \(no admin endpoint\) or \{ listen: "host:port" \}/);
+  });
+});
+
+describe('peer version header', () => {
+  it('shows a short version string, nothing else a peer might send', () => {
+    for (const v of ['0.1.0', '1.2.3-rc.1+build.7']) expect(peerVersion(v)).toBe(v);
+    for (const v of [undefined, ['0.1.0', '0.2.0'], '', 'x'.repeat(41), '1.0 beta', '<b>1</b>', '-1', 'spiffe://a/b']) expect(peerVersion(v)).toBeUndefined();
   });
 });
 
