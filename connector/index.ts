@@ -32,7 +32,7 @@ export interface ConnectorDeps {
    */
   configFile?: string;
   reloadConfig?: () => Promise<ConnectorConfig>;
-  /** Where the connector counts (shown on the admin endpoint); its own registry, with Node's metrics, by default. */
+  /** Where the connector counts (shown on the admin endpoint); by default its own registry, with Node's metrics unless `admin: false`. */
   metrics?: PosternMetrics;
   /**
    * The environment a proxy is taken from (https_proxy/HTTPS_PROXY, no_proxy/NO_PROXY) when the
@@ -104,7 +104,8 @@ export function createConnector(config: ConnectorConfig, deps: ConnectorDeps): C
   let material = loadConnectorMaterial(config, file, { logger: log });
   const identity = material.identity;
   const connectorName = `${identity.org}/${identity.name}`;
-  const metrics = deps.metrics ?? createMetrics('connector', { defaultMetrics: true });
+  // Node's process metrics only when something can read them (each set samples GC and the event loop).
+  const metrics = deps.metrics ?? createMetrics('connector', { defaultMetrics: config.admin !== false });
   let admin: AdminServer | undefined;
 
   const allowlist = compileAllowlist(config.allowlist, 'allowlist');

@@ -30,7 +30,7 @@ export interface RelayDeps {
   audit?: AuditLog;
   /** Directory that relative file paths of the config resolve against. */
   baseDir?: string;
-  /** Where the relay counts (shown on the admin endpoint); its own registry, with Node's metrics, by default. */
+  /** Where the relay counts (shown on the admin endpoint); by default its own registry, with Node's metrics unless `admin: false`. */
   metrics?: PosternMetrics;
 }
 
@@ -100,7 +100,8 @@ export async function createRelay(config: RelayConfig, deps: RelayDeps): Promise
   let policy: CompiledPolicy = await loadRelayPolicy(policyPath, config.trustDomain);
   let policyLoadedAt = new Date();
   const reloads = { applied: 0, failed: 0 };
-  const metrics = deps.metrics ?? createMetrics('relay', { defaultMetrics: true });
+  // Node's process metrics only when something can read them (each set samples GC and the event loop).
+  const metrics = deps.metrics ?? createMetrics('relay', { defaultMetrics: config.admin !== false });
   let admin: AdminServer | undefined;
 
   const sessionOptions = { ...config.limits.session };
