@@ -52,10 +52,18 @@ export function registerConnectorCommand(program: Command): void {
         const reloadConfig = async () => (await loadLayeredConfig(input)).config;
         const configFile = layered.file === undefined ? undefined : resolve(layered.file);
         const connector = createConnector(config, { logger, baseDir, ...(configFile === undefined ? {} : { configFile }), reloadConfig, env: process.env });
-        await connector.start();
+        // Signals are handled before start() completes, so a SIGTERM right after start still drains.
+        const started = connector.start();
+        stopOnSignals(async () => {
+          await started.catch(() => undefined);
+          await connector.stop();
+        }, logger);
+        reloadOnSignal(async () => {
+          await started;
+          return connector.reload();
+        }, logger);
+        await started;
         logger.info({ event: 'connector.started', identity: connector.identity.uri, relays: config.relays }, 'connector started');
-        stopOnSignals(() => connector.stop(), logger);
-        reloadOnSignal(() => connector.reload(), logger);
       }),
     );
 }

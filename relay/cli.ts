@@ -52,9 +52,18 @@ export function registerRelay(program: Command): void {
       });
       logger.info({ event: 'config.loaded', file: layered.file, overrides: layered.overrides }, 'configuration loaded');
       const relay = await createRelay(config, { logger, baseDir });
-      await relay.start();
+      // Signals are handled from before the listening line: an orchestrator may send SIGTERM as
+      // soon as it sees the port, and the default action would kill the relay without a drain.
       // SIGTERM/SIGINT drain for drain.graceMs (a second signal exits at once); SIGHUP reloads.
-      stopOnSignals(() => relay.stop(), logger);
-      reloadOnSignal(() => relay.reload(), logger);
+      const started = relay.start();
+      stopOnSignals(async () => {
+        await started.catch(() => undefined);
+        await relay.stop();
+      }, logger);
+      reloadOnSignal(async () => {
+        await started;
+        return relay.reload();
+      }, logger);
+      await started;
     }));
 }

@@ -419,8 +419,8 @@ describe('connectWebSocket through a proxy', () => {
   });
 
   /** A relay-shaped wss server on 127.0.0.1 recording the SNI each TLS client sent. */
-  async function wssServer(): Promise<{ port: number; servernames: Array<string | false> }> {
-    const servernames: Array<string | false> = [];
+  async function wssServer(): Promise<{ port: number; servernames: Array<string | false | null> }> {
+    const servernames: Array<string | false | null> = [];
     const server = createHttpsServer({ ...relayPem, ca: tls.ca, requestCert: true, rejectUnauthorized: true, minVersion: 'TLSv1.3' });
     const wss = createWebSocketServer({ maxPayload: 1024 });
     const sockets = new Set<Duplex>();
