@@ -188,7 +188,10 @@ export function createConnector(config: ConnectorConfig, deps: ConnectorDeps): C
           });
         },
         // What a tunnel receives goes up towards the target.
-        onSession: (session) => metrics.countBytes(session, 'up'),
+        onSession: (session) => {
+          metrics.countBytes(session, 'up');
+          metrics.countLimits(session);
+        },
         clock: processClock,
         random: Math.random,
         logger: log,

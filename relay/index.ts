@@ -190,6 +190,7 @@ export async function createRelay(config: RelayConfig, deps: RelayDeps): Promise
     agentSessions.set(session, { session, identity: peer, certificate });
     // What an agent session receives goes up towards the target (each byte also crosses a tunnel: counted once, here).
     metrics.countBytes(session, 'up');
+    metrics.countLimits(session);
     log.info({ event: 'agent.connected', principal: peer.uri, remote }, 'agent session up');
     session.on('open', (incoming) => {
       handleAgentOpen(incoming, peer, {

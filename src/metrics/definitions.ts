@@ -29,11 +29,13 @@ export type HandshakePlace = (typeof HANDSHAKE_PLACES)[number];
  * (maxStreams, maxPendingOpens, maxOpensPerSecond) are not here: the session refuses those
  * itself and reports no event; the peer counts the refusal as streams_total{result="limit_reached"}.
  */
-export const LIMIT_NAMES = ['maxSessions', 'maxConcurrentHandshakes', 'maxConnections'] as const;
+export const LIMIT_NAMES = ['maxSessions', 'maxConcurrentHandshakes', 'maxConnections', 'maxStreams', 'maxPendingOpens', 'maxOpensPerSecond'] as const;
+/** The mux's per-session limits (src/mux SessionLimit), counted where the peer opens streams. */
+const SESSION_LIMITS = ['maxStreams', 'maxPendingOpens', 'maxOpensPerSecond'] as const;
 export type LimitName = (typeof LIMIT_NAMES)[number];
 export const LIMITS_OF: Readonly<Record<Component, readonly LimitName[]>> = Object.freeze({
-  relay: ['maxSessions'],
-  connector: ['maxConcurrentHandshakes'],
+  relay: ['maxSessions', ...SESSION_LIMITS],
+  connector: ['maxConcurrentHandshakes', ...SESSION_LIMITS],
   agent: ['maxConnections'],
 });
 

@@ -19,6 +19,11 @@ export interface ByteCountingSession {
   once(event: 'close', listener: () => void): unknown;
 }
 
+/** What countLimits needs of a session: its `limit` event (src/mux's Session fits). */
+export interface LimitingSession {
+  on(event: 'limit', listener: (limit: LimitName) => void): unknown;
+}
+
 /** Gauges that read the process's own state at scrape time, so they can never drift. */
 export interface GaugeSources {
   tunnelsUp?: () => number;
@@ -52,6 +57,8 @@ export interface PosternMetrics {
   countBytes(session: ByteCountingSession, received: Direction): void;
   handshakeFailure(place: HandshakePlace, code: string): void;
   limitHit(limit: LimitName): void;
+  /** Counts every peer open a session refuses by one of its limits (maxStreams, …). */
+  countLimits(session: LimitingSession): void;
   reconnect(): void;
   policyReload(result: ReloadResult): void;
   tlsReload(result: ReloadResult): void;
@@ -164,6 +171,9 @@ export function createMetrics(component: Component, options: MetricsOptions = {}
     },
     limitHit(limit) {
       limitsHit.inc({ limit: LIMITS.has(limit) ? limit : 'other' });
+    },
+    countLimits(session) {
+      session.on('limit', (limit) => limitsHit.inc({ limit: LIMITS.has(limit) ? limit : 'other' }));
     },
     reconnect: () => reconnects.inc(),
     policyReload: (result) => policyReloads.inc({ result: result === 'ok' ? 'ok' : 'rejected' }),

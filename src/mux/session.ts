@@ -177,11 +177,16 @@ export interface SessionStats {
   framesForwardedInPlace: number;
 }
 
+/** The session options that refuse a peer's open with LIMIT_REACHED. */
+export type SessionLimit = 'maxStreams' | 'maxPendingOpens' | 'maxOpensPerSecond';
+
 export interface Session {
   on(event: 'open', listener: (incoming: IncomingOpen) => void): this;
   on(event: 'goaway', listener: (info: GoAwayInfo) => void): this;
   on(event: 'rtt', listener: (ms: number) => void): this;
   on(event: 'close', listener: (err?: Error) => void): this;
+  /** A peer's open refused LIMIT_REACHED, with the option that refused it (for metrics). */
+  on(event: 'limit', listener: (limit: SessionLimit) => void): this;
   once(event: 'open', listener: (incoming: IncomingOpen) => void): this;
   once(event: 'goaway', listener: (info: GoAwayInfo) => void): this;
   once(event: 'rtt', listener: (ms: number) => void): this;
@@ -566,11 +571,11 @@ export class Session extends EventEmitter {
     const id = frame.streamId;
     if (!this.takeRemoteId(id)) return;
     if (this.goAwaySent) return this.refuse(id, OpenResult.GOING_AWAY, 'this side sent GOAWAY and accepts no new stream');
-    if (this.remoteLive >= this.o.maxStreams) return this.refuse(id, OpenResult.LIMIT_REACHED, `maxStreams (${this.o.maxStreams}) streams opened by the peer are live`);
+    if (this.remoteLive >= this.o.maxStreams) return this.refuseLimit(id, 'maxStreams', `maxStreams (${this.o.maxStreams}) streams opened by the peer are live`);
     if (this.pendingIncoming >= this.o.maxPendingOpens) {
-      return this.refuse(id, OpenResult.LIMIT_REACHED, `maxPendingOpens (${this.o.maxPendingOpens}) opens are waiting for a decision`);
+      return this.refuseLimit(id, 'maxPendingOpens', `maxPendingOpens (${this.o.maxPendingOpens}) opens are waiting for a decision`);
     }
-    if (!this.takeOpenToken()) return this.refuse(id, OpenResult.LIMIT_REACHED, `more than maxOpensPerSecond (${this.o.maxOpensPerSecond}) opens per second`);
+    if (!this.takeOpenToken()) return this.refuseLimit(id, 'maxOpensPerSecond', `more than maxOpensPerSecond (${this.o.maxOpensPerSecond}) opens per second`);
     if (this.listenerCount('open') === 0) return this.refuse(id, OpenResult.POLICY_DENIED, 'this side accepts no streams');
 
     const entry = this.addEntry(id, false, 'pending');
@@ -968,6 +973,11 @@ export class Session extends EventEmitter {
   private refuse(id: number, result: number, message: string, metadata: Metadata = EMPTY_METADATA): void {
     this.stats.opensRefused++;
     this.enqueueControl(encodeFrame({ type: 'open-result', streamId: id, result, window: 0, maxData: 0, message, metadata }, this.limits));
+  }
+
+  private refuseLimit(id: number, limit: SessionLimit, message: string): void {
+    this.refuse(id, OpenResult.LIMIT_REACHED, message);
+    this.emit('limit', limit);
   }
 
   /** Sends RESET for a live stream and forgets it. */

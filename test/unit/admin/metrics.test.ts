@@ -3,7 +3,9 @@ import { describe, expect, it } from 'vitest';
 import {
   createMetrics, HANDSHAKE_PLACES, METRICS, STREAM_RESULTS, streamResultOf, type ByteCountingSession, type Component,
 } from '../../../src/metrics/index.js';
+import { Session } from '../../../src/mux/index.js';
 import { OpenResult, REASON_TABLES } from '../../../src/protocol/reasons.js';
+import { memoryTransportPair } from '../../helpers/mux.js';
 import { parsePromText, typesOf, valueOf } from './prom-text.js';
 
 async function scrape(metrics: ReturnType<typeof createMetrics>) {
@@ -155,6 +157,26 @@ describe('counting', () => {
       expect([...HANDSHAKE_PLACES]).toContain(s.labels['place']);
       expect(s.labels['code']).toMatch(/^(POSTERN_ERR_[A-Z0-9_]+|other)$/);
     }
+  });
+
+  it("a session's refusal of a peer's open by one of its limits is counted under that limit's name", async () => {
+    const metrics = createMetrics('connector');
+    const pair = memoryTransportPair();
+    const quiet = { pingIntervalMs: 1_800_000, deadPeerTimeoutMs: 3_600_000 };
+    const client = new Session(pair.client, { role: 'client', ...quiet });
+    const server = new Session(pair.server, { role: 'server', ...quiet, maxStreams: 8, maxPendingOpens: 1 });
+    metrics.countLimits(server);
+    // The first open stays pending (never decided): the second hits maxPendingOpens.
+    server.on('open', () => undefined);
+    const first = client.open({ n: '1' }).catch((e: unknown) => e);
+    await expect(client.open({ n: '2' })).rejects.toMatchObject({ code: 'POSTERN_ERR_OPEN_LIMIT_REACHED' });
+    const { samples } = await scrape(metrics);
+    expect(valueOf(samples, 'postern_limits_hit_total', { limit: 'maxPendingOpens' })).toBe(1);
+    expect(valueOf(samples, 'postern_limits_hit_total', { limit: 'maxStreams' })).toBe(0);
+    client.destroy();
+    server.destroy();
+    await first;
+    await pair.close();
   });
 
   it('gauges read their sources at scrape time', async () => {
