@@ -20,27 +20,24 @@ export interface SpliceOptions {
 }
 
 /**
- * Copies bytes both ways between two duplexes as opaque data, with the backpressure of
- * `pipe()` in each direction (a slow reader pauses the other side's source, nothing is
- * buffered beyond the streams' own high-water marks) and half-close preserved: EOF from one
- * side ends only the other side's writable half. A failure on either side destroys both.
- * Resolves once both directions are done and both sides are closed.
+ * Copies bytes both ways between two duplexes as opaque data, with backpressure in each
+ * direction (a slow reader pauses the other side's source, nothing is buffered beyond the
+ * streams' own high-water marks) and half-close preserved: EOF from one side ends only the
+ * other side's writable half. A failure on either side destroys both. Resolves once both
+ * directions are done and both sides are closed.
+ *
+ * One small pump per direction rather than `pipe()`: a relay holds a splice for every live
+ * stream, and pipe() costs nine closures and their contexts per direction (~2.6 KB of heap
+ * per spliced stream in a heap snapshot of the relay); the failure handling pipe() adds is
+ * done here once for both directions.
  */
 export function splice(a: Duplex, b: Duplex, options: SpliceOptions = {}): Promise<SpliceResult> {
   const result: SpliceResult = { aToB: 0, bToA: 0 };
-  const countA = (chunk: Buffer): void => { result.aToB += chunk.length; };
-  const countB = (chunk: Buffer): void => { result.bToA += chunk.length; };
-  a.on('data', countA);
-  b.on('data', countB);
 
   return new Promise((resolve) => {
     let closed = 0;
     const onClose = (): void => {
-      if (++closed === 2) {
-        a.off('data', countA);
-        b.off('data', countB);
-        resolve(result);
-      }
+      if (++closed === 2) resolve(result);
     };
     const fail = (side: 'a' | 'b', err: Error): void => {
       if (result.error) return;
@@ -60,7 +57,22 @@ export function splice(a: Duplex, b: Duplex, options: SpliceOptions = {}): Promi
     b.on('error', (err) => fail('b', err));
     a.once('close', () => { prematureClose('a', a); onClose(); });
     b.once('close', () => { prematureClose('b', b); onClose(); });
-    a.pipe(b);
-    b.pipe(a);
+    pump(a, b, (n) => { result.aToB += n; });
+    pump(b, a, (n) => { result.bToA += n; });
   });
+}
+
+/** `from` → `to`: pause on a full writer, resume on its drain, end it on EOF. Errors and closes are splice's. */
+function pump(from: Duplex, to: Duplex, count: (n: number) => void): void {
+  from.on('data', (chunk: Buffer) => {
+    count(chunk.length);
+    if (to.destroyed) return;
+    if (!to.write(chunk)) from.pause();
+  });
+  to.on('drain', () => from.resume());
+  from.once('end', () => {
+    if (!to.destroyed) to.end();
+  });
+  // A source created paused (pauseOnConnect, or a socket read by readMessage first) flows now.
+  from.resume();
 }
