@@ -522,12 +522,11 @@ const FINDINGS: readonly string[] = [
     'it only on the next event-loop turn (setImmediate).',
   '',
   '**Relay memory per idle stream.** A heap snapshot diff of the relay over 1,000 spliced streams gave ~12.7 KB of heap per stream, ~2.6 KB of it the `pipe()` of both ' +
-    'directions of the splice (nine closures each and their contexts). Fixed: the splice runs one data/drain/end pump per direction (src/net/splice.ts); at 10,000 streams ' +
-    'the relay\'s heap per stream went from 11.5 to 9.2 KiB and its RSS from 13.2 to 11.7 KiB. What remains (~10.3 KB per stream in the snapshot diff): two MuxStreams ' +
-    'with their Readable/Writable states and WindowTuners (~1.5 KB), ~25 small objects (metadata maps, the live-stream record, session entries; ~1.8 KB), 21 closures and ' +
-    '15 contexts (each stream\'s capabilities sendData/sendFin/sendReset/grantCredit, the promise chain of the open; ~2 KB), three hidden classes created per stream ' +
-    '(objects built with per-stream keys; ~0.6 KB), a Timeout. Sharing the capabilities through the session instead of per-stream closures and giving the metadata objects ' +
-    'one shape would bring RSS under 10 KiB; left for the mux.',
+    'directions of the splice (nine closures each and their contexts), and ~1 KB what the open had needed but the live stream kept through the awaiting frame of the open ' +
+    'handler (the incoming open with its pending state, AbortSignal and cleared Timeout, the refusal helpers, the per-open context object). Fixed: the splice runs one ' +
+    'data/drain/end pump per direction (src/net/splice.ts), and a live stream runs in a scope of its own (relay/opens.ts runLive). At 10,000 streams the relay\'s RSS per ' +
+    'stream went 13.2 → 11.7 → 9.3 KiB, its heap 11.5 → 9.2 → 7.5 KiB. What remains: two MuxStreams with their Readable/Writable states and WindowTuners, the session ' +
+    'entries, per-stream capability closures (sendData/sendFin/sendReset/grantCredit) and metadata objects.',
   '',
 ];
 
