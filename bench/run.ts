@@ -514,10 +514,10 @@ const FINDINGS: readonly string[] = [
     'another process, which on a loaded 2-core machine waits for a core. Pipelining the inner ClientHello with the OPEN, or letting the connector dial while the handshake runs, ' +
     'would remove round trips; both change the protocol or the order of checks and are left for a design note.',
   '',
-  '**Bulk CPU per byte.** Through one stream the three Postern processes spend ~15 core-s/GiB together (relay ~6, connector ~4.5, agent ~4.5, 1 GiB run) against ~7 for ' +
-    'the whole SSH + stunnel path. perf on the relay: memmove 14 % (ws joins TLS records into 64 KiB messages), AES-GCM 12 % (decrypt + encrypt), V8 major GC ' +
+  '**Bulk CPU per byte.** Through one stream the three Postern processes spend 1.5–1.8× the CPU of the whole SSH + stunnel path (table 1: ~12 against ~8 core-s/GiB; ' +
+    '19 before the splice change, when pipe() and a second data listener ran per chunk). perf on the relay (before that change): memmove 14 % (ws joins TLS records into 64 KiB messages), AES-GCM 12 % (decrypt + encrypt), V8 major GC ' +
     '(concurrent marking and sweeping) 20–25 %, bufferutil unmask, malloc/free. The mux alone forwards at ~2.9 core-s/GiB in the relay (docs/benchmarks-mux.md); ' +
-    'the rest is the second TLS layer, WebSocket masking and the Buffers every layer allocates (each 64 KiB message is a new external allocation, and external ' +
+    'the rest is the second TLS layer, WebSocket framing (masking is now a no-op: the client sends an all-zero key since commit 80a87cd) and the Buffers every layer allocates (each 64 KiB message is a new external allocation, and external ' +
     'memory growth is what triggers the major GCs). The inner TLS runs over a mux stream through Node\'s JSStreamSocket, which allows one write in flight and completes ' +
     'it only on the next event-loop turn (setImmediate).',
   '',
