@@ -620,7 +620,10 @@ function fromConnectError(err: Error, where: string, proxy: HttpProxy | undefine
       return new PosternError('POSTERN_ERR_TLS_HANDSHAKE', `TLS handshake with ${where} failed (${code}): ${err.message}`, options());
     }
     if (NETWORK.has(code)) {
-      return new TransportError('POSTERN_ERR_WS_CONNECT', `cannot connect to ${where} (${code}): ${err.message}`, options());
+      // In TLS 1.3 the server checks our certificate after the client's handshake is done, so a
+      // refused certificate reaches us as a reset, without an alert we could read.
+      const hint = code === 'ECONNRESET' ? '; if it persists, the relay may be refusing our certificate (revoked, expired, wrong role or CA): its handshake.refused log line names the reason' : '';
+      return new TransportError('POSTERN_ERR_WS_CONNECT', `cannot connect to ${where} (${code}): ${err.message}${hint}`, options());
     }
   }
   if (err.message === 'Opening handshake has timed out') {

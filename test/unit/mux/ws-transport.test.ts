@@ -514,6 +514,15 @@ describe('ws transport over real wss (mTLS, loopback)', () => {
     );
   });
 
+  it('a relay that resets the connection after the TLS 1.3 handshake (our certificate refused): WS_CONNECT naming that likely cause', async () => {
+    const server = await startServer();
+    // As the relay does for a revoked client: TLS 1.3 lets the client finish first, then the server drops it.
+    server.server.prependListener('secureConnection', (socket: TLSSocket) => socket.destroy());
+    const err = await expectCode(connectWebSocket(server.url, { tls: clientTls(), maxPayload: 1024, handshakeTimeoutMs: 10_000 }), 'POSTERN_ERR_WS_CONNECT');
+    expect(err.message).toMatch(/ECONNRESET/);
+    expect(err.message).toContain('may be refusing our certificate');
+  });
+
   it('validates its options and refuses a non-wss URL', async () => {
     await expectCode(connectWebSocket('ws://localhost:1/', { tls: clientTls(), maxPayload: 1024, handshakeTimeoutMs: 100 }), 'POSTERN_ERR_CONFIG_INVALID');
     await expectCode(connectWebSocket('not a url', { tls: clientTls(), maxPayload: 1024, handshakeTimeoutMs: 100 }), 'POSTERN_ERR_CONFIG_INVALID');
