@@ -9,10 +9,10 @@ import { createMetrics, type PosternMetrics } from '../src/metrics/index.js';
 import { SESSION_DEFAULTS, Session, type Clock, type FrameTransport, type SessionOptions } from '../src/mux/index.js';
 import { connectWebSocket, wsTransport } from '../src/mux/ws-transport.js';
 import { proxyFor, resolveProxySettings } from '../src/net/proxy-config.js';
-import { RevocationIndex } from '../src/pki/index.js';
+import { certificateRef, RevocationIndex, type CertificateRef } from '../src/pki/index.js';
 import { checkAllowlist, compileAllowlist, parseTarget, type CompiledAllowlist } from '../src/policy/index.js';
 import { maxMessageSize } from '../src/protocol/frames.js';
-import { ResetCode } from '../src/protocol/reasons.js';
+import { GoAwayReason, ResetCode } from '../src/protocol/reasons.js';
 import { loadConnectorMaterial, type ConnectorMaterial } from './material.js';
 import type { ConnectorConfig } from './options.js';
 import { HandshakeGate, handleStream, type ConnectorLiveStream, type StreamContext } from './stream-handler.js';
@@ -48,6 +48,8 @@ export interface ConnectorReloadOutcome {
   allowlist: 'applied' | 'failed' | 'unchanged';
   /** Live streams reset because the new CRL revokes the agent or the new allowlist denies it. */
   streamsReset: number;
+  /** Tunnels ended because the new CRL revokes the certificate of the relay they lead to. */
+  tunnelsEnded: number;
 }
 
 export interface ConnectorStatus {
@@ -125,6 +127,11 @@ export function createConnector(config: ConnectorConfig, deps: ConnectorDeps): C
     log.info({ event: 'proxy.configured', proxy: proxySettings.proxy.display, source: proxySettings.source, via, direct: config.relays.filter((r) => !via.includes(r)) }, `relays reached through the HTTP proxy ${proxySettings.proxy.display}: ${via.length} of ${config.relays.length}`);
   }
 
+  /** The relay certificate each tunnel was opened with, so a reloaded CRL that revokes it ends the tunnel. */
+  const relayCertificates = new WeakMap<FrameTransport, CertificateRef>();
+  /** Live tunnel sessions, with the relay and the certificate it presented. */
+  const tunnelSessions = new Map<Session, { relay: string; certificate: CertificateRef }>();
+
   const attempts = new Map<string, number>();
   const connect = async (relay: string): Promise<FrameTransport> => {
     const attempt = attempts.get(relay) ?? 0;
@@ -132,7 +139,7 @@ export function createConnector(config: ConnectorConfig, deps: ConnectorDeps): C
     if (attempt > 0) metrics.reconnect();
     try {
       const proxy = proxies.get(relay);
-      const { ws } = await connectWebSocket(tunnelUrl(relay), {
+      const { ws, socket } = await connectWebSocket(tunnelUrl(relay), {
         tls: material.relayTls,
         maxPayload,
         handshakeTimeoutMs: config.limits.handshakeTimeoutMs,
@@ -140,7 +147,10 @@ export function createConnector(config: ConnectorConfig, deps: ConnectorDeps): C
         headers: { [VERSION_HEADER]: POSTERN_VERSION },
         ...(proxy ? { proxy } : {}),
       });
-      return wsTransport(ws);
+      const transport = wsTransport(ws);
+      const peer = socket.getPeerX509Certificate();
+      if (peer) relayCertificates.set(transport, certificateRef(peer.raw));
+      return transport;
     } catch (err) {
       if (isPosternError(err) && isHandshakeFailure(err.code)) metrics.handshakeFailure('tunnel', err.code);
       throw err;
@@ -188,9 +198,13 @@ export function createConnector(config: ConnectorConfig, deps: ConnectorDeps): C
           });
         },
         // What a tunnel receives goes up towards the target.
-        onSession: (session) => {
+        onSession: (session, transport) => {
           metrics.countBytes(session, 'up');
           metrics.countLimits(session);
+          const certificate = relayCertificates.get(transport);
+          if (certificate === undefined) return;
+          tunnelSessions.set(session, { relay, certificate });
+          session.once('close', () => tunnelSessions.delete(session));
         },
         clock: processClock,
         random: Math.random,
@@ -208,7 +222,7 @@ export function createConnector(config: ConnectorConfig, deps: ConnectorDeps): C
     return next;
   };
   const reloadNow = async (): Promise<ConnectorReloadOutcome> => {
-    const outcome: ConnectorReloadOutcome = { tls: 'applied', allowlist: 'unchanged', streamsReset: 0 };
+    const outcome: ConnectorReloadOutcome = { tls: 'applied', allowlist: 'unchanged', streamsReset: 0, tunnelsEnded: 0 };
     const refuse = (group: 'tls' | 'allowlist', err: unknown, fallback: string): void => {
       if (!isPosternError(err)) throw err;
       outcome[group] = 'failed';
@@ -226,6 +240,15 @@ export function createConnector(config: ConnectorConfig, deps: ConnectorDeps): C
         if (!revocation.isRevoked(s.certificate)) continue;
         s.end({ code: ResetCode.REVOKED, reason: 'revoked', detail: `the certificate of ${s.identity.uri} (serial ${s.certificate.serial}) is revoked by the reloaded CRL` });
         outcome.streamsReset++;
+      }
+      // A relay whose certificate is now revoked loses its tunnels; the redial is refused at its
+      // TLS handshake by the new CRL, so the tunnel stays down until the relay has a new certificate.
+      const outerRevocation = RevocationIndex.fromCrls(crlsOf(material.relayTls.crl));
+      for (const [session, t] of [...tunnelSessions]) {
+        if (!outerRevocation.isRevoked(t.certificate)) continue;
+        log.warn({ event: 'tunnel.revoked', relay: t.relay, serial: t.certificate.serial }, `the certificate of relay ${t.relay} (serial ${t.certificate.serial}) is revoked by the reloaded CRL: tunnel ended`);
+        session.terminate(GoAwayReason.REVOKED, `the relay certificate (serial ${t.certificate.serial}) is revoked`);
+        outcome.tunnelsEnded++;
       }
     } catch (err) {
       if (isPosternError(err)) metrics.tlsReload('rejected');
@@ -327,9 +350,12 @@ function pem(value: unknown): string | Buffer | (string | Buffer)[] | undefined 
 
 /** The inner CRLs in force (agents' certificates are checked against these). */
 function innerCrls(material: ConnectorMaterial): Buffer[] {
-  const crl = material.innerTls.crl;
+  return crlsOf(material.innerTls.crl);
+}
+
+function crlsOf(crl: string | Buffer | readonly (string | Buffer)[] | undefined): Buffer[] {
   const list = crl === undefined ? [] : Array.isArray(crl) ? crl : [crl];
-  return list.map((c) => (typeof c === 'string' ? Buffer.from(c) : Buffer.from(c)));
+  return list.map((c: string | Buffer) => (typeof c === 'string' ? Buffer.from(c) : Buffer.from(c)));
 }
 
 /** `hosts` keys become canonical names, so they match targets whatever their spelling. */

@@ -38,7 +38,7 @@ export interface RelayTunnelOptions {
   shutdownGraceMs: number;
   onOpen: (incoming: IncomingOpen) => void;
   /** Each new tunnel session, once (the connector counts its bytes). */
-  onSession?: (session: Session) => void;
+  onSession?: (session: Session, transport: FrameTransport) => void;
   clock: Clock;
   random: () => number;
   logger: Logger;
@@ -151,7 +151,7 @@ export class RelayTunnel {
     this.current = live;
     this.lostAt = undefined;
     session.on('open', (incoming) => this.o.onOpen(incoming));
-    this.o.onSession?.(session);
+    this.o.onSession?.(session, transport);
     session.once('goaway', (info) => this.onGoAway(live, info));
     session.once('close', (err) => this.onClosed(live, err));
     this.log.info({ event: 'tunnel.up', relay: this.o.relay, tunnelId: live.id }, `tunnel to ${this.o.relay} up`);

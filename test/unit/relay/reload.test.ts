@@ -339,3 +339,60 @@ rules:
     await expect(agentFor('alice').dial({ connector: 'hq', target: target() })).rejects.toMatchObject({ code: 'POSTERN_ERR_OPEN_CONNECTOR_OFFLINE' });
   });
 });
+
+describe("connector.reload(): a CRL that revokes the relay's certificate", () => {
+  let pki: TestPki;
+  let relay: Relay | undefined;
+  let connector: Connector | undefined;
+
+  afterAll(async () => {
+    await connector?.stop();
+    await relay?.stop(0);
+    await pki?.cleanup();
+  });
+
+  it('ends the tunnel to that relay and the redial is refused at the TLS handshake', async () => {
+    pki = await makeTestPki();
+    const policyFile = join(pki.dir, 'policy.yaml');
+    await writeFile(policyFile, `version: 1\ntrustDomain: "${pki.trustDomain}"\norgs:\n  st-mary:\n    connectors:\n      hq: { targets: ["127.0.0.1:1"] }\nrules: []\n`);
+    relay = await createRelay(
+      validateOptions(relayConfigSchema, {
+        trustDomain: pki.trustDomain,
+        listen: '127.0.0.1:0',
+        tls: { ...pki.files('relay', 'relay-1'), ca: pki.ca, crl: pki.crl },
+        policy: { file: policyFile },
+        admin: false,
+        reload: { intervalMs: 3_600_000 },
+      }, 'relay config'),
+      { logger: captureLogger().logger, audit: captureAudit().audit },
+    );
+    const url = `wss://localhost:${(await relay.start()).port}`;
+    // The connector's own CRL copy: only its reload learns of the revocation.
+    const connectorCrl = join(pki.dir, 'connector-crl.pem');
+    await copyFile(pki.crl, connectorCrl);
+    const c = captureLogger();
+    connector = createConnector(
+      validateOptions(connectorConfigSchema, {
+        trustDomain: pki.trustDomain,
+        relays: [url],
+        tls: { ...pki.files('connector', 'hq'), ca: pki.ca, crl: connectorCrl },
+        allowlist: { targets: ['127.0.0.1:1'] },
+        admin: false,
+        reload: { intervalMs: 3_600_000 },
+        reconnect: { initialDelayMs: 50, maxDelayMs: 200 },
+      }, 'connector config'),
+      { logger: c.logger, audit: captureAudit().audit },
+    );
+    await connector.start();
+    await c.lines.waitFor((l) => l.event === 'tunnel.up');
+
+    await pki.revoke(pki.files('relay', 'relay-1').cert);
+    await replaceFile(connectorCrl, await readFile(pki.crl));
+    const outcome = await connector.reload();
+    expect(outcome).toMatchObject({ tls: 'applied', tunnelsEnded: 1 });
+    expect(await c.lines.waitFor((l) => l.event === 'tunnel.revoked')).toMatchObject({ relay: url });
+    await c.lines.waitFor((l) => l.event === 'tunnel.down');
+    expect(await c.lines.waitFor((l) => l.event === 'tunnel.retry' && l['error'] === 'POSTERN_ERR_TLS_CERT_REVOKED')).toBeDefined();
+    expect(connector.status().tunnels[0]).toMatchObject({ up: false });
+  });
+});
