@@ -2,7 +2,8 @@
  * bench/run: Postern against the physical limit and the classic alternative, side by side in
  * one run on loopback (issue 6, PRODUCT §11). Not a test: `npm run bench` (after a build),
  * `--smoke` for a run of seconds (CI), `--reps N`, `--out FILE` (default docs/benchmarks.md for
- * a full run, nothing for a smoke run), `--cpu-prof DIR` to profile relay, connector and forwards.
+ * a full run, nothing for a smoke run), `--cpu-prof DIR` to profile relay, connector and forwards,
+ * `--only SECTIONS`, `--paths IDS` (bulk paths) and `--bulk-mib N` for a partial run (no report file).
  *
  * Every process on a path is its own OS process so that its CPU is attributable: the source
  * (the client of every run) and the sink (the target services) are forked endpoints
@@ -36,13 +37,17 @@ const { values: args } = parseArgs({
     'cpu-prof': { type: 'string' },
     /** Comma-separated sections to run (default all): bulk, pg, setup, fair, idle, reconnect. */
     only: { type: 'string' },
+    /** Comma-separated bulk paths to run (default all): tcp, tls, postern, peer, peer-gcm, ssh. */
+    paths: { type: 'string' },
+    /** MiB through one stream per bulk run (default 1024; 8 in smoke). */
+    'bulk-mib': { type: 'string' },
   },
 });
 
 const smoke = args.smoke ?? false;
 const config = {
   reps: Number(args.reps ?? (smoke ? 1 : 3)),
-  bulkBytes: smoke ? 8 * MiB : GiB,
+  bulkBytes: args['bulk-mib'] !== undefined ? Number(args['bulk-mib']) * MiB : smoke ? 8 * MiB : GiB,
   warmupBytes: smoke ? 1 * MiB : 32 * MiB,
   parallelStreams: 16,
   parallelBytes: smoke ? 8 * MiB : 512 * MiB,
@@ -62,12 +67,14 @@ const config = {
   reconnectRuns: smoke ? 1 : 5,
 };
 if (!Number.isInteger(config.reps) || config.reps < 1) throw new Error(`--reps must be a positive integer, got ${args.reps}`);
+if (!Number.isInteger(config.bulkBytes) || config.bulkBytes < MiB) throw new Error(`--bulk-mib must be a positive integer, got ${args['bulk-mib']}`);
+const onlyPaths = args.paths?.split(',').map((x) => x.trim());
 const SECTIONS = ['bulk', 'pg', 'setup', 'fair', 'idle', 'reconnect'] as const;
 type Section = (typeof SECTIONS)[number];
 const only = args.only?.split(',').map((x) => x.trim());
 for (const x of only ?? []) if (!(SECTIONS as readonly string[]).includes(x)) throw new Error(`--only: unknown section "${x}" (sections: ${SECTIONS.join(', ')})`);
 const runs = (section: Section): boolean => only === undefined || only.includes(section);
-const outFile = args.out ?? (smoke || only ? undefined : new URL('../../docs/benchmarks.md', import.meta.url).pathname);
+const outFile = args.out ?? (smoke || only || onlyPaths || args['bulk-mib'] ? undefined : new URL('../../docs/benchmarks.md', import.meta.url).pathname);
 const svgFile = outFile ? outFile.replace(/\.md$/, '') + '.svg' : undefined;
 
 const t0 = performance.now();
@@ -282,6 +289,7 @@ async function main(): Promise<void> {
       return { bulk: bulkPort!, hello: helloPort!, ...(pgPort === undefined ? {} : { pg: pgPort }) };
     };
     const startPeer = async (): Promise<string | undefined> => {
+      if (onlyPaths && !onlyPaths.some((id) => id === 'peer' || id === 'peer-gcm' || id === 'ssh')) return 'not asked for (--paths)';
       const why = await ensurePeerPackages(log);
       if (why) {
         log(`peer (ssh -R + stunnel): SKIPPED — ${why}`);
@@ -342,7 +350,7 @@ async function main(): Promise<void> {
       peerPath('peer', '(d) peer: stunnel + ssh -R (chacha20-poly1305) + stunnel', 'chacha', 'bulk', true),
       peerPath('peer-gcm', '(d′) peer, ssh -c aes128-gcm@openssh.com', 'gcm', 'bulk', true),
       peerPath('ssh', '(e) ssh -R alone (no end-to-end TLS)', 'chacha', 'bulk', false),
-    ]);
+    ]).filter((p) => onlyPaths === undefined || onlyPaths.includes(p.id));
     const results: Results = {
       bulkPaths,
       bulk: new Map(),
@@ -519,7 +527,14 @@ const FINDINGS: readonly string[] = [
     '(concurrent marking and sweeping) 20–25 %, bufferutil unmask, malloc/free. The mux alone forwards at ~2.9 core-s/GiB in the relay (docs/benchmarks-mux.md); ' +
     'the rest is the second TLS layer, WebSocket framing (masking is now a no-op: the client sends an all-zero key since commit 80a87cd) and the Buffers every layer allocates (each 64 KiB message is a new external allocation, and external ' +
     'memory growth is what triggers the major GCs). The inner TLS runs over a mux stream through Node\'s JSStreamSocket, which allows one write in flight and completes ' +
-    'it only on the next event-loop turn (setImmediate).',
+    'it only on the next event-loop turn (setImmediate). perf of all three processes during a bulk run (2026-11-23, 13:25 UTC) then showed the agent spending as much in memmove as in ' +
+    'AES-GCM: ws writes a header and a payload as two buffers, Node joins buffers written together to a TLS socket into one zeroed copy (TLSWrap::DoWrite), and with frames queued behind the ' +
+    'write in flight its writev joined up to 1 MiB at a time. Fixed: the ws transport writes each message as one buffer, the header in room the session leaves in front of the DATA frames it ' +
+    'gathers (no copy), writev off on that socket, and gathered frames sized to fill four whole TLS records (a 64 KiB frame left a 20-byte record behind it, one more decrypt and read ' +
+    'callback per message at the receiver). Side by side on the shared machine (8 alternating runs of 512 MiB each, medians): agent 6.4 → 4.1 core-s/GiB, tunnel 17.0 → 15.2, ' +
+    '100 → 112 MiB/s; the relay and connector unchanged within the noise. What remains in the agent: four copies per byte (JSStreamSocket copies each inner TLS record out, the session ' +
+    'gathers them into a frame, OpenSSL copies each record into its BIO twice), two AES-GCM passes. In the connector, V8 major GC on its worker threads is as large as its main thread\'s ' +
+    'crypto; not yet verified why (a suspect: the receive window may grow to its 4 MiB cap because the RTT the tuner measures includes the queues, so megabytes of 64 KiB Buffers wait long enough to be promoted).',
   '',
   '**Relay memory per idle stream.** A heap snapshot diff of the relay over 1,000 spliced streams gave ~12.7 KB of heap per stream, ~2.6 KB of it the `pipe()` of both ' +
     'directions of the splice (nine closures each and their contexts), and ~1 KB what the open had needed but the live stream kept through the awaiting frame of the open ' +
