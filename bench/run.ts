@@ -527,14 +527,15 @@ const FINDINGS: readonly string[] = [
     '(concurrent marking and sweeping) 20–25 %, bufferutil unmask, malloc/free. The mux alone forwards at ~2.9 core-s/GiB in the relay (docs/benchmarks-mux.md); ' +
     'the rest is the second TLS layer, WebSocket framing (masking is now a no-op: the client sends an all-zero key since commit 80a87cd) and the Buffers every layer allocates (each 64 KiB message is a new external allocation, and external ' +
     'memory growth is what triggers the major GCs). The inner TLS runs over a mux stream through Node\'s JSStreamSocket, which allows one write in flight and completes ' +
-    'it only on the next event-loop turn (setImmediate). perf of all three processes during a bulk run (2026-11-23, 13:25 UTC) then showed the agent spending as much in memmove as in ' +
-    'AES-GCM: ws writes a header and a payload as two buffers, Node joins buffers written together to a TLS socket into one zeroed copy (TLSWrap::DoWrite), and with frames queued behind the ' +
-    'write in flight its writev joined up to 1 MiB at a time. Fixed: the ws transport writes each message as one buffer, the header in room the session leaves in front of the DATA frames it ' +
-    'gathers (no copy), writev off on that socket, and gathered frames sized to fill four whole TLS records (a 64 KiB frame left a 20-byte record behind it, one more decrypt and read ' +
-    'callback per message at the receiver). Side by side on the shared machine (8 alternating runs of 512 MiB each, medians): agent 6.4 → 4.1 core-s/GiB, tunnel 17.0 → 15.2, ' +
-    '100 → 112 MiB/s; the relay and connector unchanged within the noise. What remains in the agent: four copies per byte (JSStreamSocket copies each inner TLS record out, the session ' +
-    'gathers them into a frame, OpenSSL copies each record into its BIO twice), two AES-GCM passes. In the connector, V8 major GC on its worker threads is as large as its main thread\'s ' +
-    'crypto; not yet verified why (a suspect: the receive window may grow to its 4 MiB cap because the RTT the tuner measures includes the queues, so megabytes of 64 KiB Buffers wait long enough to be promoted).',
+    'it only on the next event-loop turn (setImmediate). perf of all three processes during a bulk run (2026-11-23, 13:25 UTC): the agent spent as much in memmove as in ' +
+    'AES-GCM. Its copies per byte: JSStreamSocket copies each inner TLS record out, the session gathers them into a 64 KiB DATA frame, ws writes header and frame as two buffers which ' +
+    'Node\'s TLSWrap::DoWrite joins in a zeroed copy (with frames queued behind the write in flight, its writev joins up to 1 MiB at a time), and OpenSSL copies each record into its BIO. ' +
+    'Tried and reverted: writing each WebSocket message as one buffer (header in room left before the gathered frame, writev off, frames sized to four whole TLS records). ' +
+    'Over 12 alternating 512 MiB runs per build on the shared machine the agent fell from 5.5 to 4.2 core-s/GiB (medians) but the connector rose from 5.2 to 6.4 (likely: one message per ' +
+    'write turns the large bursts the writev produced into 64 KiB ones, so the processes downstream wake more often per byte, not verified); the tunnel total (15.8 vs 15.2) and MiB/s (109 vs 112) ' +
+    'did not change beyond the noise, so the code (which relied on ws internals) was not kept. V8 major GC runs on worker threads in every process (in perf, up to 40 % on top of a ' +
+    'process\'s main thread, moving between processes from run to run): each Buffer over 4 KiB is external memory, and external growth starts a full mark of the heap; fewer, reused ' +
+    'buffers per byte (a pool for gathered frames, released on the socket write\'s callback) is the next lever, not yet tried.',
   '',
   '**Relay memory per idle stream.** A heap snapshot diff of the relay over 1,000 spliced streams gave ~12.7 KB of heap per stream, ~2.6 KB of it the `pipe()` of both ' +
     'directions of the splice (nine closures each and their contexts), and ~1 KB what the open had needed but the live stream kept through the awaiting frame of the open ' +

@@ -4,7 +4,7 @@ import { PosternError, ProtocolError } from '../errors.js';
 import { silentLogger, type Logger } from '../log.js';
 import { validateOptions } from '../options.js';
 import { decodeFrame } from '../protocol/decode.js';
-import { encodeDataFrameInPlace, encodeFrame } from '../protocol/encode.js';
+import { allocDataFrame, encodeDataFrameInPlace, encodeFrame } from '../protocol/encode.js';
 import {
   FrameType,
   HEADER_SIZE,
@@ -25,7 +25,7 @@ import { systemClock, type Clock, type TimerHandle } from './clock.js';
 import { OpenError, SessionError, StreamError } from './errors.js';
 import { Queue } from './queue.js';
 import { MuxStream, type StreamCapabilities } from './stream.js';
-import { FRAME_HEADROOM, framesWithHeadroom, type FrameTransport } from './transport.js';
+import type { FrameTransport } from './transport.js';
 import { ReceiveBudget, WindowTuner, type RttEstimate } from './window-tuner.js';
 
 export interface SessionOptions {
@@ -287,8 +287,6 @@ export class Session extends EventEmitter {
   };
 
   private readonly transport: FrameTransport;
-  /** Most payload gathered into one DATA frame besides maxData: the transport's preferred size. */
-  private readonly gatherLimit: number;
   private readonly o: Readonly<NumericOptions>;
   private readonly clock: Clock;
   private readonly log: Logger;
@@ -342,8 +340,6 @@ export class Session extends EventEmitter {
       maxMetadataEntries: this.o.maxMetadataEntries,
     });
     this.transport = transport;
-    const preferred = transport.preferredFrameSize;
-    this.gatherLimit = preferred !== undefined && preferred > HEADER_SIZE ? preferred - HEADER_SIZE : Number.POSITIVE_INFINITY;
     this.nextLocalId = this.role === 'client' ? 1 : 2;
     this.lastFrameAt = this.clock.now();
     this.tokens = Math.max(1, this.o.maxOpensPerSecond);
@@ -1085,10 +1081,8 @@ export class Session extends EventEmitter {
         this.stats.framesForwardedInPlace++;
         return;
       }
-      const n = Math.min(entry.queuedBytes, entry.maxData, this.gatherLimit);
-      // Room for the transport's header in front: the frame reaches the socket without a copy.
-      const frame = encodeDataFrameInPlace(entry.id, Buffer.allocUnsafe(FRAME_HEADROOM + HEADER_SIZE + n).subarray(FRAME_HEADROOM + HEADER_SIZE));
-      framesWithHeadroom.add(frame);
+      const n = Math.min(entry.queuedBytes, entry.maxData);
+      const frame = allocDataFrame(entry.id, n);
       const end = HEADER_SIZE + n;
       let at = HEADER_SIZE;
       while (at < end) {

@@ -14,7 +14,7 @@ import WebSocket, { WebSocketServer, type ClientOptions, type RawData, type Serv
 import { ERROR_CATALOGUE, PosternError, isPosternError, type ErrorCode, type PosternErrorOptions } from '../errors.js';
 import { connectThroughProxy, type HttpProxy } from '../net/http-proxy.js';
 import { SUBPROTOCOL } from '../protocol/frames.js';
-import { FRAME_HEADROOM, framesWithHeadroom, type FrameTransport, type FrameTransportHandlers } from './transport.js';
+import type { FrameTransport, FrameTransportHandlers } from './transport.js';
 
 export type { WebSocket, WebSocketServer };
 
@@ -102,7 +102,6 @@ export function wsTransport(ws: WebSocket, o: WsTransportOptions = {}): WsFrameT
 
   ws.binaryType = 'nodebuffer';
   ws.pause();
-  const direct = directWriter(ws);
 
   let handlers: FrameTransportHandlers | undefined;
   /** Set once the session has been told the transport is gone (or will be, see `finish`). */
@@ -168,17 +167,11 @@ export function wsTransport(ws: WebSocket, o: WsTransportOptions = {}): WsFrameT
   return {
     highWaterMark,
     lowWaterMark,
-    ...(direct ? { preferredFrameSize: direct.preferredFrameSize } : {}),
     get bufferedAmount(): number {
       return ws.bufferedAmount;
     },
     send(frame: Buffer): void {
-      if (direct === undefined || ws.readyState !== WebSocket.OPEN || !direct.idle()) {
-        framesWithHeadroom.delete(frame);
-        ws.send(frame, SEND_OPTIONS, onWritten);
-      } else {
-        direct.write(frame, onWritten);
-      }
+      ws.send(frame, SEND_OPTIONS, onWritten);
       const buffered = ws.bufferedAmount;
       if (buffered > 0) {
         queued = true;
@@ -205,67 +198,6 @@ export function wsTransport(ws: WebSocket, o: WsTransportOptions = {}): WsFrameT
       // The close handler runs from ws's 'close' event, never re-entrantly inside destroy().
       destroyed ??= { err };
       ws.terminate();
-    },
-  };
-}
-
-/** What of ws's internals the direct writer relies on (ws 8: the socket, the sender's queue, the role). */
-interface WsInternals {
-  _socket?: Socket;
-  _sender?: { _queue?: unknown[]; _state?: number };
-  _isServer?: boolean;
-}
-
-/**
- * Writes whole binary messages straight to the WebSocket's socket, each as ONE buffer: ws
- * writes a header and a payload as two, and Node joins buffers written together to a TLS
- * socket in a zeroed copy (TLSWrap::DoWrite), a copy of every byte sent. A frame built with
- * FRAME_HEADROOM gets the header written in front of it; any other frame is copied once behind
- * a header (no more than Node's join). The socket's writev is turned off so that frames queued
- * behind a write in flight go out one by one rather than joined again. The bytes on the wire are
- * what ws sends: FIN + binary opcode, the length, and from a client the all-zero masking key
- * (docs/protocol.md). Used only while ws's own sender has nothing queued (no compression is
- * negotiated, so it never queues), which keeps ws's control frames and ours in order; without
- * the internals it needs (another ws version), undefined and ws.send does all.
- */
-function directWriter(ws: WebSocket): { preferredFrameSize: number; idle(): boolean; write(frame: Buffer, cb: (err?: Error | null) => void): void } | undefined {
-  const w = ws as unknown as WsInternals;
-  const socket = w._socket;
-  const sender = w._sender;
-  if (!socket || typeof socket.write !== 'function' || !sender || !Array.isArray(sender._queue) || typeof w._isServer !== 'boolean') return undefined;
-  const queue = sender._queue;
-  const mask = !w._isServer;
-  (socket as unknown as { _writev: unknown })._writev = null;
-  return {
-    // 64 KiB on the wire with the 16-bit-length header (4 bytes, 8 with the mask): four TLS records.
-    preferredFrameSize: 65536 - (mask ? 8 : 4),
-    idle: () => queue.length === 0 && sender._state === 0,
-    write(frame, cb) {
-      const len = frame.length;
-      const headerLength = 2 + (len >= 65536 ? 8 : len > 125 ? 2 : 0) + (mask ? 4 : 0);
-      let out: Buffer;
-      if (framesWithHeadroom.delete(frame) && headerLength <= FRAME_HEADROOM) {
-        out = Buffer.from(frame.buffer, frame.byteOffset - headerLength, headerLength + len);
-      } else {
-        out = Buffer.allocUnsafe(headerLength + len);
-        frame.copy(out, headerLength);
-      }
-      out[0] = 0x82;
-      if (len >= 65536) {
-        out[1] = 127;
-        out.writeUInt32BE(Math.floor(len / 2 ** 32), 2);
-        out.writeUInt32BE(len >>> 0, 6);
-      } else if (len > 125) {
-        out[1] = 126;
-        out.writeUInt16BE(len, 2);
-      } else {
-        out[1] = len;
-      }
-      if (mask) {
-        out[1] |= 0x80;
-        out.fill(0, headerLength - 4, headerLength);
-      }
-      socket.write(out, cb);
     },
   };
 }
