@@ -148,8 +148,8 @@ export function createConnector(config: ConnectorConfig, deps: ConnectorDeps): C
         ...(proxy ? { proxy } : {}),
       });
       const transport = wsTransport(ws);
-      const peer = socket.getPeerX509Certificate();
-      if (peer) relayCertificates.set(transport, certificateRef(peer.raw));
+      const raw = socket.getPeerCertificate(false).raw as Buffer | undefined;
+      if (raw) relayCertificates.set(transport, certificateRef(raw));
       return transport;
     } catch (err) {
       if (isPosternError(err) && isHandshakeFailure(err.code)) metrics.handshakeFailure('tunnel', err.code);

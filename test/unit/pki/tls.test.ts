@@ -231,6 +231,20 @@ describe('TLS over a duplex (inner TLS)', () => {
     cleanup(s, c);
   });
 
+  it("renders only the leaf for Node's identity check during the handshake, and the whole chain again after it", async () => {
+    const { s, c } = await handshake(material(dir1, 'connector', 'hq'), material(dir1, 'user', 'alice'));
+    expect(c.status).toBe('fulfilled');
+    if (c.status !== 'fulfilled') return cleanup(s, c);
+    expect(Object.hasOwn(c.value, 'getPeerCertificate')).toBe(false);
+    const detailed = c.value.getPeerCertificate(true);
+    expect(detailed.subjectaltname).toContain('/connector/hq');
+    expect(detailed.issuerCertificate?.raw).toBeInstanceOf(Buffer);
+    // peerIdentity reads the leaf as often as asked (getPeerX509Certificate would give it once).
+    expect(peerIdentity(c.value, innerServer).name).toBe('hq');
+    expect(peerIdentity(c.value, innerServer).name).toBe('hq');
+    cleanup(s, c);
+  });
+
   it('refuses a revoked client certificate (the tls.Server path, not new TLSSocket, enforces it)', async () => {
     const { s, c } = await handshake(material(dir1, 'connector', 'hq'), material(dir1, 'user', 'mallory'));
     expect(s.status).toBe('rejected');
