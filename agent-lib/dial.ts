@@ -47,12 +47,13 @@ export interface InnerDialResult {
  * code known and the stream is reset.
  */
 export async function dialOnSession(conn: RelayConnection, req: InnerDialRequest, o: InnerDialOptions): Promise<InnerDialResult> {
-  let stream: MuxStream;
   o.progress.stage = 'open';
   // Held from the open on, then by the stream until it closes (see RelayConnection.hold).
   let release: (() => void) | undefined = conn.hold();
+  let stream: MuxStream;
+  let opened: Promise<MuxStream>;
   try {
-    stream = await conn.session.open({ connector: req.connector, target: req.target }, { signal: o.signal });
+    ({ stream, opened } = conn.session.openStream({ connector: req.connector, target: req.target }, { signal: o.signal }));
   } catch (err) {
     release();
     if (o.signal.aborted) throw o.signal.reason;
@@ -73,10 +74,19 @@ export async function dialOnSession(conn: RelayConnection, req: InnerDialRequest
   });
   o.signal.addEventListener('abort', onAbort, { once: true });
 
-  let stage: DialStage = 'inner-tls';
-  o.progress.stage = stage;
+  // The inner handshake starts with the open: the ClientHello travels as early data right
+  // behind the OPEN (protocol.md §4), so the connector answers it as it accepts the stream.
+  // Nothing but the ClientHello goes before the connector is verified: the inner request waits
+  // for the handshake and the identity check below.
+  const handshake = connectTlsOverDuplex(stream, o.tls, { timeoutMs: o.handshakeTimeoutMs, timerStartsWith: opened });
+  // Settled below; a refused open fails the handshake too, and the open's error is the one to report.
+  handshake.catch(() => {});
+  let stage: DialStage = 'open';
   try {
-    const socket = await connectTlsOverDuplex(stream, o.tls, { timeoutMs: Math.max(1, Math.min(o.handshakeTimeoutMs, o.deadline - performance.now())) });
+    await opened;
+    stage = 'inner-tls';
+    o.progress.stage = stage;
+    const socket = await handshake;
     stage = 'inner-response';
     o.progress.stage = stage;
     const connectorIdentity = peerIdentity(socket, o.expect);

@@ -108,12 +108,23 @@ export async function handleAgentOpen(incoming: IncomingOpen, principal: Identit
   const tunnel = ctx.registry.pick(principal.org ?? '', connector);
   if (!tunnel) return refuse(OpenResult.CONNECTOR_OFFLINE, 'connector-offline', `connector "${connector}" has no live tunnel to this relay`, decision.ruleId);
 
+  // The agent's early data (its inner ClientHello, protocol.md §4) goes on behind our own open:
+  // the connector starts the inner handshake as it accepts, one round trip sooner. At most
+  // EARLY_DATA_BYTES, which is also the early credit of the connector leg.
+  const early: Buffer[] = [];
   let connectorStream: MuxStream;
   try {
-    connectorStream = await tunnel.session.open(
+    const opening = tunnel.session.openStream(
       { target: target.canonical, principal: principal.uri, 'correlation-id': correlationId },
       { signal: incoming.signal, timeoutMs: ctx.connectorOpenTimeoutMs },
     );
+    // A failed open rejects `opened` with the same error: that is where it is handled.
+    opening.stream.on('error', () => {});
+    incoming.forwardEarlyData((chunk) => {
+      early.push(chunk);
+      opening.stream.write(chunk);
+    });
+    connectorStream = await opening.opened;
   } catch (err) {
     if (incoming.signal.aborted) {
       outcome(OpenResult.CANCELLED);
@@ -138,7 +149,7 @@ export async function handleAgentOpen(incoming: IncomingOpen, principal: Identit
   }
   ctx.audit.emit({ event: 'stream.open', ...base, decision: 'allow', reason: 'rule', ruleId: decision.ruleId });
   outcome(OpenResult.OK);
-  return runLive(ctx, { correlationId, principal, connector, target, ruleId: decision.ruleId, tunnel, agentStream, connectorStream }, base, decidedWith);
+  return runLive(ctx, { correlationId, principal, connector, target, ruleId: decision.ruleId, tunnel, agentStream, connectorStream }, base, decidedWith, early.length > 0 ? Buffer.concat(early) : undefined);
 }
 
 /**
@@ -153,6 +164,8 @@ function runLive(
   s: Pick<LiveStream, 'correlationId' | 'principal' | 'connector' | 'target' | 'ruleId' | 'tunnel' | 'agentStream' | 'connectorStream'>,
   base: { correlationId: string; principal: string; connector: string; target: string },
   decidedWith: CompiledPolicy,
+  /** The agent's early data, forwarded with the open: the first bytes agent → connector. */
+  early: Buffer | undefined,
 ): Promise<void> {
   const { audit, live: liveSet, streamIdleTimeoutMs } = ctx;
   const { correlationId, principal, agentStream, connectorStream } = s;
@@ -176,7 +189,7 @@ function runLive(
     const now = decide(ctx.policy(), live);
     if (!now.allow) live.end({ code: ResetCode.POLICY_CHANGED, reason: 'policy-changed', detail: policyChangedDetail(now, live) });
   }
-  if (ctx.tap) tapStream(ctx.tap.dir, ctx.tap.maxBytes, correlationId, agentStream, connectorStream);
+  if (ctx.tap) tapStream(ctx.tap.dir, ctx.tap.maxBytes, correlationId, agentStream, connectorStream, early);
   const spliced = ctx.metrics.trackStream(splice(agentStream, connectorStream, { peerFailure: (side, cause) => legFailure(side, cause) }));
   watchIdle([agentStream, connectorStream], {
     timeoutMs: streamIdleTimeoutMs,
@@ -188,7 +201,7 @@ function runLive(
     audit.emit({
       event: 'stream.close',
       ...base,
-      bytesUp: result.aToB,
+      bytesUp: result.aToB + (early?.length ?? 0),
       bytesDown: result.bToA,
       durationMs: Date.now() - live.startedAt,
       reason: ended ? ended.reason : result.error ? closeReason(result.failedSide, result.error) : 'closed',

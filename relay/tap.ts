@@ -9,12 +9,13 @@ import type { Readable } from 'node:stream';
  * ciphertext (records starting 0x16 0x03, then 0x17 application data). Off by default; the
  * copy is bounded per stream and never slows the splice (extra 'data' listeners only).
  */
-export function tapStream(dir: string, maxBytes: number, correlationId: string, agentLeg: Readable, connectorLeg: Readable): void {
-  copyPrefix(agentLeg, join(dir, `${correlationId}.agent-to-connector`), maxBytes);
+export function tapStream(dir: string, maxBytes: number, correlationId: string, agentLeg: Readable, connectorLeg: Readable, agentEarly?: Buffer): void {
+  copyPrefix(agentLeg, join(dir, `${correlationId}.agent-to-connector`), maxBytes, agentEarly);
   copyPrefix(connectorLeg, join(dir, `${correlationId}.connector-to-agent`), maxBytes);
 }
 
-function copyPrefix(source: Readable, path: string, maxBytes: number): void {
+/** `first`: bytes forwarded before the leg was spliced (the agent's early data). */
+function copyPrefix(source: Readable, path: string, maxBytes: number, first?: Buffer): void {
   let file: WriteStream | undefined;
   let written = 0;
   const close = (): void => {
@@ -28,6 +29,8 @@ function copyPrefix(source: Readable, path: string, maxBytes: number): void {
     written += take;
     if (written >= maxBytes) close();
   };
+  if (first) onData(first);
+  if (written >= maxBytes) return;
   source.on('data', onData);
   source.once('close', close);
 }

@@ -77,7 +77,7 @@ export const ERROR_CATALOGUE = {
   POSTERN_ERR_PROTO_STREAM_ID_PARITY: 'The peer opened a stream with an id of the wrong parity (odd ids belong to the dialling side, even ids to the accepting side).',
   POSTERN_ERR_PROTO_STREAM_ID_REUSED: 'The peer opened a stream with an id that is not above every id it used before.',
   POSTERN_ERR_PROTO_STREAM_UNKNOWN: 'The peer sent a frame for a stream that was never opened.',
-  POSTERN_ERR_PROTO_UNEXPECTED_FRAME: 'The peer sent a frame its stream state does not allow (OPEN_RESULT twice, DATA before OPEN_RESULT).',
+  POSTERN_ERR_PROTO_UNEXPECTED_FRAME: 'The peer sent a frame its stream state does not allow (OPEN_RESULT twice, DATA from the acceptor before its OPEN_RESULT).',
   POSTERN_ERR_PROTO_FLOW_CONTROL: 'The peer broke flow control: DATA beyond the credit granted, or a credit increment overflowing the window.',
   POSTERN_ERR_PROTO_STREAM_CLOSED: 'The peer sent DATA or FIN on a stream it had already half-closed.',
   POSTERN_ERR_PROTO_INNER_INVALID: 'The inner request or response (first bytes inside inner TLS) is malformed: version, lengths or UTF-8.',

@@ -6,6 +6,7 @@ import { validateOptions } from '../options.js';
 import { decodeFrame } from '../protocol/decode.js';
 import { allocDataFrame, encodeDataFrameInPlace, encodeFrame } from '../protocol/encode.js';
 import {
+  EARLY_DATA_BYTES,
   FrameType,
   HEADER_SIZE,
   MAX_STREAM_ID,
@@ -31,7 +32,7 @@ import { ReceiveBudget, WindowTuner, type RttEstimate } from './window-tuner.js'
 export interface SessionOptions {
   /** 'client' dialled the WebSocket and opens odd stream ids; 'server' opens even ones. */
   role: 'client' | 'server';
-  /** Receive window each stream starts with (bytes). Default 256 KiB. */
+  /** Receive window each stream starts with (bytes). Default 256 KiB, at least 16 KiB (EARLY_DATA_BYTES). */
   initialWindow?: number;
   /**
    * Largest receive window a stream may grow to (bytes): a window doubles while its reader
@@ -100,8 +101,9 @@ const int = (min: number, max: number) => z.number().int().min(min).max(max).opt
 const OPTIONS_SCHEMA = z
   .strictObject({
     role: z.enum(['client', 'server']),
-    initialWindow: int(MIN_MAX_DATA, MAX_WINDOW),
-    maxWindow: int(MIN_MAX_DATA, MAX_WINDOW),
+    // At least the early data an opener may send before it learns the window.
+    initialWindow: int(EARLY_DATA_BYTES, MAX_WINDOW),
+    maxWindow: int(EARLY_DATA_BYTES, MAX_WINDOW),
     maxSessionReceiveBuffer: int(MIN_MAX_DATA, Number.MAX_SAFE_INTEGER),
     maxFrameSize: int(MIN_MAX_DATA, 16 * 1024 * 1024),
     maxStreams: int(1, 1 << 24),
@@ -137,10 +139,28 @@ export interface CloseOptions {
   timeoutMs?: number;
 }
 
+/**
+ * A stream this side is opening: `stream` takes early data at once (up to EARLY_DATA_BYTES,
+ * sent right behind the OPEN), and the rest once the peer accepts. `opened` resolves with the
+ * same stream on OPEN_RESULT OK; when the open fails it rejects and `stream` is destroyed with
+ * the same error, so the caller listens to both.
+ */
+export interface OpeningStream {
+  readonly stream: MuxStream;
+  readonly opened: Promise<MuxStream>;
+}
+
 /** An OPEN from the peer, waiting for the application to accept or reject it. */
 export interface IncomingOpen {
   readonly id: number;
   readonly metadata: Metadata;
+  /**
+   * Hands the early data (DATA sent behind the OPEN) to `write` instead of the stream: what
+   * arrived so far at once, later chunks as they arrive, until the open is decided. The stream
+   * `accept()` returns starts after them. The relay passes them on behind its own open to the
+   * connector. No-op once decided.
+   */
+  forwardEarlyData(write: (chunk: Buffer) => void): void;
   /** Aborted (reason: an OpenError) when the opener cancels, the open times out (OPEN_TIMEOUT is sent) or the session ends. */
   readonly signal: AbortSignal;
   /** Sends OPEN_RESULT OK and returns the stream. Throws the abort reason when the open was aborted. */
@@ -195,6 +215,10 @@ export interface Session {
 
 interface Opening {
   metadata: Metadata;
+  /** Created with the OPEN, carrying early data until OPEN_RESULT. */
+  stream: MuxStream;
+  /** Handed to the application (openStream): a failed open destroys it with the error, else quietly. */
+  exposed: boolean;
   resolve(stream: MuxStream): void;
   reject(err: Error): void;
   timer: TimerHandle;
@@ -207,6 +231,13 @@ interface Pending {
   controller: AbortController;
   timer: TimerHandle;
   decided: boolean;
+  /** Early data held until the decision: dropped on a refusal, the stream's first bytes on accept. */
+  early: Buffer[];
+  /** Early payload bytes received in all, including those forwarded. */
+  earlyBytes: number;
+  /** Set by forwardEarlyData: early chunks go here, not into the stream. */
+  earlySink: ((chunk: Buffer) => void) | undefined;
+  earlyForwarded: number;
 }
 
 /** The session's record of one stream; the stream itself never sees it. */
@@ -238,6 +269,12 @@ interface Entry {
 }
 
 const EMPTY_METADATA: Metadata = Object.freeze({});
+
+/** A failed open: its promise rejects, and its early stream ends (with the error when the application holds it). */
+function failOpening(opening: Opening, err: Error): void {
+  opening.reject(err);
+  opening.stream.abort(opening.exposed ? err : undefined);
+}
 
 /**
  * DATA payloads received by any session of this process, each still preceded in its message
@@ -398,34 +435,51 @@ export class Session extends EventEmitter {
    * peer reset the stream before answering), MetadataError, or SessionError (session ended).
    */
   open(metadata: Record<string, string>, options: OpenOptions = {}): Promise<MuxStream> {
-    if (this.finished) return Promise.reject(new SessionError('POSTERN_ERR_SESSION_CLOSED', 'cannot open a stream: the session is closed'));
-    if (this.goingAway) {
-      const by = this.goAwaySent ? 'this side sent GOAWAY' : 'the peer sent GOAWAY';
-      return Promise.reject(new OpenError('POSTERN_ERR_OPEN_GOING_AWAY', OpenResult.GOING_AWAY, `cannot open a stream: the session is going away (${by}); open on a new connection`));
-    }
-    if (options.signal?.aborted) {
-      return Promise.reject(new OpenError('POSTERN_ERR_OPEN_CANCELLED', OpenResult.CANCELLED, 'open cancelled before it started', { cause: options.signal.reason }));
-    }
-    if (this.localLive >= this.o.maxStreams) {
-      return Promise.reject(new OpenError('POSTERN_ERR_OPEN_LIMIT_REACHED', OpenResult.LIMIT_REACHED, `cannot open a stream: maxStreams (${this.o.maxStreams}) streams opened by this side are live`));
-    }
-    const frozen = Object.freeze({ ...metadata });
     try {
-      metadataByteLength(frozen, this.limits);
+      return this.startOpen(metadata, options, false).opened;
     } catch (err) {
       return Promise.reject(err);
     }
+  }
+
+  /**
+   * Opens a stream that can carry early data: what is written to `stream` before the peer
+   * answers (up to EARLY_DATA_BYTES) goes out right behind the OPEN, so a protocol whose client
+   * speaks first (a TLS ClientHello) saves the round trip of the open. Throws at once what
+   * open() would reject with before sending anything; later failures reject `opened`.
+   */
+  openStream(metadata: Record<string, string>, options: OpenOptions = {}): OpeningStream {
+    return this.startOpen(metadata, options, true);
+  }
+
+  private startOpen(metadata: Record<string, string>, options: OpenOptions, exposed: boolean): OpeningStream {
+    if (this.finished) throw new SessionError('POSTERN_ERR_SESSION_CLOSED', 'cannot open a stream: the session is closed');
+    if (this.goingAway) {
+      const by = this.goAwaySent ? 'this side sent GOAWAY' : 'the peer sent GOAWAY';
+      throw new OpenError('POSTERN_ERR_OPEN_GOING_AWAY', OpenResult.GOING_AWAY, `cannot open a stream: the session is going away (${by}); open on a new connection`);
+    }
+    if (options.signal?.aborted) {
+      throw new OpenError('POSTERN_ERR_OPEN_CANCELLED', OpenResult.CANCELLED, 'open cancelled before it started', { cause: options.signal.reason });
+    }
+    if (this.localLive >= this.o.maxStreams) {
+      throw new OpenError('POSTERN_ERR_OPEN_LIMIT_REACHED', OpenResult.LIMIT_REACHED, `cannot open a stream: maxStreams (${this.o.maxStreams}) streams opened by this side are live`);
+    }
+    const frozen = Object.freeze({ ...metadata });
+    metadataByteLength(frozen, this.limits);
     const id = this.nextLocalId;
     if (id > this.o.maxStreamId) {
       this.goAway(GoAwayReason.IDS_EXHAUSTED, 'stream ids exhausted');
-      return Promise.reject(new OpenError('POSTERN_ERR_STREAM_IDS_EXHAUSTED', OpenResult.GOING_AWAY, `cannot open a stream: every stream id up to ${this.o.maxStreamId} is used; open on a new connection`));
+      throw new OpenError('POSTERN_ERR_STREAM_IDS_EXHAUSTED', OpenResult.GOING_AWAY, `cannot open a stream: every stream id up to ${this.o.maxStreamId} is used; open on a new connection`);
     }
     this.nextLocalId += 2;
     this.lastLocalId = id;
     const entry = this.addEntry(id, true, 'opening');
+    // Until OPEN_RESULT: credit for the early data only, in frames any peer accepts.
+    entry.maxData = MIN_MAX_DATA;
+    const stream = this.createStream(entry, frozen, EMPTY_METADATA, EARLY_DATA_BYTES);
     const timeoutMs = options.timeoutMs ?? this.o.openTimeoutMs;
-    return new Promise<MuxStream>((resolve, reject) => {
-      const opening: Opening = { metadata: frozen, resolve, reject, timer: undefined, signal: options.signal, onAbort: undefined };
+    const opened = new Promise<MuxStream>((resolve, reject) => {
+      const opening: Opening = { metadata: frozen, stream, exposed, resolve, reject, timer: undefined, signal: options.signal, onAbort: undefined };
       opening.timer = this.clock.setTimeout(
         () => this.cancelOpen(entry, new OpenError('POSTERN_ERR_OPEN_TIMEOUT', OpenResult.OPEN_TIMEOUT, `no OPEN_RESULT for stream ${id} within ${timeoutMs} ms`)),
         timeoutMs,
@@ -437,8 +491,17 @@ export class Session extends EventEmitter {
         signal.addEventListener('abort', opening.onAbort, { once: true });
       }
       entry.opening = opening;
-      this.enqueueControl(encodeFrame({ type: 'open', streamId: id, window: this.o.initialWindow, maxData: this.o.maxFrameSize, metadata: frozen }, this.limits));
     });
+    const open = encodeFrame({ type: 'open', streamId: id, window: this.o.initialWindow, maxData: this.o.maxFrameSize, metadata: frozen }, this.limits);
+    if (exposed) {
+      // Sent by the next flush, with the early data the caller writes in this same tick (a
+      // ClientHello is written synchronously by tls.connect): the peer gets both in one read.
+      this.control.push(open);
+      this.scheduleFlush();
+    } else {
+      this.enqueueControl(open);
+    }
+    return { stream, opened };
   }
 
   /**
@@ -515,23 +578,24 @@ export class Session extends EventEmitter {
         const entry = this.route(frame.streamId, 'DATA');
         if (entry === undefined) return;
         this.stats.bytesIn += frame.payload.length;
-        if (entry.stream === undefined) return this.streamViolation(entry, `DATA on stream ${entry.id} before OPEN_RESULT`);
+        if (entry.pending) return this.onEarlyData(entry, entry.pending, frame.payload);
+        if (entry.state !== 'open') return this.streamViolation(entry, `DATA on stream ${entry.id} before OPEN_RESULT`);
         if (frame.payload.length >= FORWARD_IN_PLACE_MIN_BYTES) forwardable.add(frame.payload);
-        if (!entry.stream.receiveData(frame.payload)) this.stats.violations++;
+        if (!entry.stream!.receiveData(frame.payload)) this.stats.violations++;
         return;
       }
       case 'window-update': {
         const entry = this.route(frame.streamId, 'WINDOW_UPDATE');
         if (entry === undefined) return;
-        if (entry.stream === undefined) return this.streamViolation(entry, `WINDOW_UPDATE on stream ${entry.id} before OPEN_RESULT`);
-        if (!entry.stream.receiveWindowUpdate(frame.increment)) this.stats.violations++;
+        if (entry.state !== 'open') return this.streamViolation(entry, `WINDOW_UPDATE on stream ${entry.id} before OPEN_RESULT`);
+        if (!entry.stream!.receiveWindowUpdate(frame.increment)) this.stats.violations++;
         return;
       }
       case 'fin': {
         const entry = this.route(frame.streamId, 'FIN');
         if (entry === undefined) return;
-        if (entry.stream === undefined) return this.streamViolation(entry, `FIN on stream ${entry.id} before OPEN_RESULT`);
-        if (!entry.stream.receiveFin()) {
+        if (entry.state !== 'open') return this.streamViolation(entry, `FIN on stream ${entry.id} before OPEN_RESULT`);
+        if (!entry.stream!.receiveFin()) {
           this.stats.violations++;
           return;
         }
@@ -584,6 +648,10 @@ export class Session extends EventEmitter {
       controller: new AbortController(),
       timer: this.clock.setTimeout(() => this.pendingTimeout(entry), this.o.openTimeoutMs),
       decided: false,
+      early: [],
+      earlyBytes: 0,
+      earlySink: undefined,
+      earlyForwarded: 0,
     };
     entry.pending = pending;
     this.pendingIncoming++;
@@ -591,6 +659,16 @@ export class Session extends EventEmitter {
       id,
       metadata: frame.metadata,
       signal: pending.controller.signal,
+      forwardEarlyData: (write) => {
+        if (pending.decided || pending.controller.signal.aborted) return;
+        pending.earlySink = write;
+        const held = pending.early;
+        pending.early = [];
+        for (const chunk of held) {
+          pending.earlyForwarded += chunk.length;
+          write(chunk);
+        }
+      },
       accept: (resultMetadata = {}) => this.acceptIncoming(entry, pending, resultMetadata),
       reject: (result, message = '', resultMetadata = {}) => this.rejectIncoming(entry, pending, result, message, resultMetadata),
     };
@@ -618,6 +696,11 @@ export class Session extends EventEmitter {
     this.enqueueControl(
       encodeFrame({ type: 'open-result', streamId: entry.id, result: OpenResult.OK, window: this.o.initialWindow, maxData: this.o.maxFrameSize, message: '', metadata: meta }, this.limits),
     );
+    // The early data counts against the window just announced: forwarded bytes as consumed, the rest as received.
+    pending.earlySink = undefined;
+    if (pending.earlyForwarded > 0) stream.receiveTaken(pending.earlyForwarded);
+    for (const chunk of pending.early) stream.receiveData(chunk);
+    pending.early = [];
     return stream;
   }
 
@@ -632,6 +715,29 @@ export class Session extends EventEmitter {
     pending.decided = true;
     this.remove(entry);
     this.refuse(entry.id, result, message, meta);
+  }
+
+  /** DATA behind a peer's OPEN we have not decided yet: held, within EARLY_DATA_BYTES. */
+  private onEarlyData(entry: Entry, pending: Pending, payload: Buffer): void {
+    if (payload.length > MIN_MAX_DATA || pending.earlyBytes + payload.length > EARLY_DATA_BYTES) {
+      const message =
+        payload.length > MIN_MAX_DATA
+          ? `early DATA frame of ${payload.length} bytes on stream ${entry.id}; before OPEN_RESULT a frame carries at most ${MIN_MAX_DATA}`
+          : `early DATA on stream ${entry.id} beyond ${EARLY_DATA_BYTES} bytes before OPEN_RESULT`;
+      this.stats.violations++;
+      this.log.warn({ code: 'POSTERN_ERR_PROTO_FLOW_CONTROL', streamId: entry.id }, message);
+      this.resetEntry(entry, ResetCode.FLOW_CONTROL_ERROR, message);
+      pending.controller.abort(new ProtocolError('POSTERN_ERR_PROTO_FLOW_CONTROL', message));
+      return;
+    }
+    pending.earlyBytes += payload.length;
+    if (payload.length === 0) return;
+    if (pending.earlySink) {
+      pending.earlyForwarded += payload.length;
+      pending.earlySink(payload);
+    } else {
+      pending.early.push(payload);
+    }
   }
 
   private pendingTimeout(entry: Entry): void {
@@ -653,16 +759,18 @@ export class Session extends EventEmitter {
     if (frame.result !== OpenResult.OK) {
       this.remove(entry);
       const info = describeOpenResult(frame.result);
-      opening.reject(new OpenError(info.code, frame.result, frame.message || info.text));
+      failOpening(opening, new OpenError(info.code, frame.result, frame.message || info.text));
       return;
     }
     this.clearOpening(opening);
     entry.opening = undefined;
     entry.state = 'open';
     entry.maxData = Math.min(this.o.maxFrameSize, frame.maxData);
-    const stream = this.createStream(entry, opening.metadata, frame.metadata, frame.window);
+    // The stream was given EARLY_DATA_BYTES of credit with the OPEN: the peer's window replaces it.
+    opening.stream.opened(frame.window - EARLY_DATA_BYTES, frame.metadata);
     this.stats.streamsOpened++;
-    opening.resolve(stream);
+    if (entry.queuedBytes > 0 || entry.finCallback !== undefined) this.markReady(entry);
+    opening.resolve(opening.stream);
   }
 
   private onBadMetadata(type: number, err: MetadataError): void {
@@ -681,7 +789,7 @@ export class Session extends EventEmitter {
     this.stats.violations++;
     const opening = entry.opening!;
     this.resetEntry(entry, ResetCode.PROTOCOL_ERROR, err.message);
-    opening.reject(err);
+    failOpening(opening, err);
   }
 
   private onReset(id: number, code: number, message: string): void {
@@ -692,7 +800,7 @@ export class Session extends EventEmitter {
     this.remove(entry);
     const info = describeResetCode(code);
     const text = `stream ${id} reset by the peer (${info.name})${message ? `: ${message}` : ''}`;
-    if (opening) opening.reject(new StreamError(info.code, code, true, text));
+    if (opening) failOpening(opening, new StreamError(info.code, code, true, text));
     else if (pending) pending.controller.abort(new OpenError('POSTERN_ERR_OPEN_CANCELLED', OpenResult.CANCELLED, `the opener cancelled stream ${id} (${info.name})`));
     else stream?.receiveReset(code, message);
   }
@@ -720,7 +828,7 @@ export class Session extends EventEmitter {
       if (entry.state === 'opening' && entry.id > lastStreamId) {
         const opening = entry.opening!;
         this.remove(entry);
-        opening.reject(new OpenError('POSTERN_ERR_OPEN_GOING_AWAY', OpenResult.GOING_AWAY, `the peer sent GOAWAY before processing stream ${entry.id}; open on a new connection`));
+        failOpening(opening, new OpenError('POSTERN_ERR_OPEN_GOING_AWAY', OpenResult.GOING_AWAY, `the peer sent GOAWAY before processing stream ${entry.id}; open on a new connection`));
       }
     }
     this.log.info({ lastStreamId, reason: info.name, message: frame.message }, 'peer sent GOAWAY');
@@ -751,7 +859,7 @@ export class Session extends EventEmitter {
     const err = new ProtocolError('POSTERN_ERR_PROTO_UNEXPECTED_FRAME', message);
     const { opening, pending } = entry;
     this.resetEntry(entry, ResetCode.PROTOCOL_ERROR, message);
-    if (opening) opening.reject(err);
+    if (opening) failOpening(opening, err);
     if (pending) pending.controller.abort(err);
   }
 
@@ -807,7 +915,7 @@ export class Session extends EventEmitter {
     for (const entry of [...this.streams.values()]) {
       const { opening, pending, stream } = entry;
       this.remove(entry);
-      if (opening) opening.reject(streamErr);
+      if (opening) failOpening(opening, streamErr);
       else if (pending) pending.controller.abort(streamErr);
       else stream?.abort(quietStreams ? undefined : streamErr);
     }
@@ -851,8 +959,8 @@ export class Session extends EventEmitter {
     this.closeTimer = undefined;
     for (const entry of [...this.streams.values()]) {
       const text = `stream ${entry.id} still live when the close grace period ended`;
-      if (entry.stream) entry.stream.destroy(new StreamError('POSTERN_ERR_STREAM_DRAIN_TIMEOUT', ResetCode.DRAIN_TIMEOUT, false, text));
-      else if (entry.opening) this.cancelOpen(entry, new OpenError('POSTERN_ERR_OPEN_GOING_AWAY', OpenResult.GOING_AWAY, text));
+      if (entry.opening) this.cancelOpen(entry, new OpenError('POSTERN_ERR_OPEN_GOING_AWAY', OpenResult.GOING_AWAY, text));
+      else if (entry.stream) entry.stream.destroy(new StreamError('POSTERN_ERR_STREAM_DRAIN_TIMEOUT', ResetCode.DRAIN_TIMEOUT, false, text));
       else if (entry.pending) {
         const pending = entry.pending;
         this.remove(entry);
@@ -935,14 +1043,19 @@ export class Session extends EventEmitter {
     const opening = entry.opening;
     if (entry.removed || opening === undefined) return;
     this.resetEntry(entry, ResetCode.CANCEL, err.message);
-    opening.reject(err);
+    failOpening(opening, err);
   }
 
   private createStream(entry: Entry, metadata: Metadata, resultMetadata: Metadata, sendWindow: number): MuxStream {
     const caps: StreamCapabilities = {
       sendData: (chunk) => this.queueData(entry, chunk),
       sendFin: (sent) => this.queueFin(entry, sent),
-      sendReset: (code, message) => this.resetEntry(entry, code, message),
+      sendReset: (code, message) => {
+        // The application destroyed a stream it holds while the open is in flight (openStream).
+        const opening = entry.opening;
+        this.resetEntry(entry, code, message);
+        opening?.reject(new OpenError('POSTERN_ERR_OPEN_CANCELLED', OpenResult.CANCELLED, `open of stream ${entry.id} cancelled: the stream was destroyed`));
+      },
       grantCredit: (increment) => this.queueGrant(entry, increment),
     };
     const tuner = new WindowTuner({
@@ -1014,6 +1127,10 @@ export class Session extends EventEmitter {
       entry.inRing = true;
       this.ring.push(entry);
     }
+    this.scheduleFlush();
+  }
+
+  private scheduleFlush(): void {
     if (!this.flushScheduled) {
       this.flushScheduled = true;
       // Writes made in the same tick share frames and turns.
@@ -1065,7 +1182,7 @@ export class Session extends EventEmitter {
       if (entry.removed) continue;
       this.sendNext(entry);
       // sendNext may have queued the entry again already (a held write released by the framing).
-      if (!entry.removed && !entry.inRing && (entry.queuedBytes > 0 || entry.finCallback !== undefined)) {
+      if (!entry.removed && !entry.inRing && (entry.queuedBytes > 0 || (entry.finCallback !== undefined && entry.state === 'open'))) {
         entry.inRing = true;
         this.ring.push(entry);
       }
@@ -1097,7 +1214,8 @@ export class Session extends EventEmitter {
       return;
     }
     const sent = entry.finCallback;
-    if (sent === undefined) return;
+    // FIN waits for OPEN_RESULT (early data is DATA only); onOpenResult makes the entry ready again.
+    if (sent === undefined || entry.state !== 'open') return;
     entry.finCallback = undefined;
     entry.finSent = true;
     this.transmit(encodeFrame({ type: 'fin', streamId: entry.id }));

@@ -74,7 +74,8 @@ type WriteCallback = (error?: Error | null) => void;
 export class MuxStream extends Duplex {
   readonly id: number;
   readonly metadata: Metadata;
-  readonly resultMetadata: Metadata;
+  /** The acceptor's metadata; empty while an opener's stream carries early data (Session.openStream). */
+  resultMetadata: Metadata;
   /** RESET code that ended the stream, sent or received. */
   resetCode: number | undefined;
 
@@ -148,6 +149,22 @@ export class MuxStream extends Duplex {
   }
 
   // --- driven by the session ------------------------------------------------------------
+
+  /**
+   * OPEN_RESULT OK for a stream opened with early data: the peer's window replaces the early
+   * credit (`creditDelta` = window − EARLY_DATA_BYTES; what early data used stays used).
+   */
+  opened(creditDelta: number, resultMetadata: Metadata): void {
+    this.resultMetadata = resultMetadata;
+    this.sendCredit += creditDelta;
+    this.releaseHeld();
+  }
+
+  /** Early data the application had forwarded before accepting (IncomingOpen.forwardEarlyData): received, and consumed already. */
+  receiveTaken(n: number): void {
+    this.recvCredit -= n;
+    this.received += n;
+  }
 
   /** A DATA frame for this stream. False when it broke the protocol (the stream is then reset). */
   receiveData(payload: Buffer): boolean {

@@ -324,7 +324,18 @@ function leafOnlyDuringHandshake(socket: tls.TLSSocket): void {
  * SPIFFE identity checked during the handshake). Rejects with a mapped TlsError (identity
  * refusals keep their POSTERN_ERR_ID_* code) and destroys the duplex.
  */
-export function connectTlsOverDuplex(duplex: Duplex, options: tls.ConnectionOptions, o: { timeoutMs?: number } = {}): Promise<tls.TLSSocket> {
+export function connectTlsOverDuplex(
+  duplex: Duplex,
+  options: tls.ConnectionOptions,
+  o: {
+    timeoutMs?: number;
+    /**
+     * The handshake timeout starts once this resolves (the open of a stream whose early data
+     * carries the ClientHello); when it rejects, the handshake fails with the stream it ran on.
+     */
+    timerStartsWith?: Promise<unknown>;
+  } = {},
+): Promise<tls.TLSSocket> {
   const timeoutMs = o.timeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS;
   const socket = tls.connect({ ...options, socket: duplex, rejectUnauthorized: true });
   leafOnlyDuringHandshake(socket);
@@ -350,8 +361,15 @@ export function connectTlsOverDuplex(duplex: Duplex, options: tls.ConnectionOpti
     socket.once('error', onError);
     socket.once('close', onClose);
   });
-  return withTimeout(handshake, timeoutMs, () => {
+  const onTimeout = (): void => {
     socket.destroy();
     duplex.destroy();
-  });
+  };
+  if (o.timerStartsWith === undefined) return withTimeout(handshake, timeoutMs, onTimeout);
+  // The handshake may fail before the open settles: that rejection is returned below, not lost.
+  handshake.catch(() => {});
+  return o.timerStartsWith.then(
+    () => withTimeout(handshake, timeoutMs, onTimeout),
+    () => handshake,
+  );
 }

@@ -46,6 +46,13 @@ export const MAX_WINDOW = 0x7fff_ffff;
 export const MAX_STREAM_ID = 0xffff_ffff;
 /** Smallest per-stream DATA payload cap a receiver may declare in OPEN / OPEN_RESULT. */
 export const MIN_MAX_DATA = 1024;
+/**
+ * Early data (docs/protocol.md §4): DATA payload bytes an opener may send after its OPEN and
+ * before OPEN_RESULT, in all, in frames of at most MIN_MAX_DATA bytes. Room for a TLS 1.3
+ * ClientHello, even one with a post-quantum key share, so the inner handshake starts with the
+ * open instead of one round trip through the relay later. Also the least initial window.
+ */
+export const EARLY_DATA_BYTES = 16 * 1024;
 /** Human-readable text (OPEN_RESULT, RESET, GOAWAY) is at most this many UTF-8 bytes. */
 export const MAX_TEXT_BYTES = 1024;
 export const PING_PAYLOAD_SIZE = 8;

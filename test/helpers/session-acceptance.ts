@@ -6,7 +6,7 @@ import { OpenError, SessionError, StreamError } from '../../src/mux/errors.js';
 import { Session, type IncomingOpen, type SessionOptions } from '../../src/mux/session.js';
 import type { MuxStream } from '../../src/mux/stream.js';
 import type { FrameTransport } from '../../src/mux/transport.js';
-import { DEFAULT_DECODE_LIMITS, decodeFrame, encodeFrame, type Frame } from '../../src/protocol/index.js';
+import { DEFAULT_DECODE_LIMITS, EARLY_DATA_BYTES, decodeFrame, encodeFrame, type Frame } from '../../src/protocol/index.js';
 import { GoAwayReason, OpenResult, ResetCode } from '../../src/protocol/reasons.js';
 import { FakeClock, SeededBytes } from './mux.js';
 
@@ -676,11 +676,11 @@ export function runSessionAcceptance(makePair: () => Promise<TransportPair>, opt
     });
 
     const streamLevel: Array<[string, (ids: { local: number; remote: number }) => Frame, 'local' | 'remote', number, string]> = [
-      ['DATA beyond the credit granted', ({ remote }) => ({ type: 'data', streamId: remote, payload: Buffer.alloc(4096 + 1) }), 'remote', ResetCode.FLOW_CONTROL_ERROR, 'POSTERN_ERR_PROTO_FLOW_CONTROL'],
+      ['DATA beyond the credit granted', ({ remote }) => ({ type: 'data', streamId: remote, payload: Buffer.alloc(EARLY_DATA_BYTES + 1) }), 'remote', ResetCode.FLOW_CONTROL_ERROR, 'POSTERN_ERR_PROTO_FLOW_CONTROL'],
       ['a WINDOW_UPDATE overflowing 2^31-1', ({ local }) => ({ type: 'window-update', streamId: local, increment: 0x7fff_ffff }), 'local', ResetCode.FLOW_CONTROL_ERROR, 'POSTERN_ERR_PROTO_FLOW_CONTROL'],
     ];
     it.each(streamLevel)('%s resets only that stream', async (_name, make, which, resetCode, code) => {
-      const { session, raw, incoming, healthy } = await sessionAndRawPeer({ initialWindow: 4096 });
+      const { session, raw, incoming, healthy } = await sessionAndRawPeer({ initialWindow: EARLY_DATA_BYTES });
       // A third and a fourth stream are the victims; the two healthy ones must not notice.
       raw.send({ type: 'open', streamId: 4, window: 65536, maxData: 65536, metadata: {} });
       await raw.next('open-result', (f) => f.streamId === 4);
@@ -714,15 +714,131 @@ export function runSessionAcceptance(makePair: () => Promise<TransportPair>, opt
       await healthy('after-fin', [1]);
     });
 
-    it('DATA before OPEN_RESULT resets that stream with PROTOCOL_ERROR', async () => {
+    it('FIN or WINDOW_UPDATE before OPEN_RESULT resets that stream with PROTOCOL_ERROR', async () => {
       const { raw, incoming, setAutoAccept, healthy } = await sessionAndRawPeer();
       setAutoAccept(false);
-      raw.send({ type: 'open', streamId: 4, window: 1024, maxData: 1024, metadata: {} });
-      await until(() => incoming.length === 2, 'open delivered');
-      raw.send({ type: 'data', streamId: 4, payload: Buffer.from('too early') });
+      raw.send({ type: 'open', streamId: 4, window: 65536, maxData: 65536, metadata: {} });
+      raw.send({ type: 'fin', streamId: 4 });
       expect((await raw.next('reset', (f) => f.streamId === 4)).code).toBe(ResetCode.PROTOCOL_ERROR);
+      await until(() => incoming.length === 2, 'open delivered');
       expect(incoming[1]!.signal.reason).toMatchObject({ code: 'POSTERN_ERR_PROTO_UNEXPECTED_FRAME' });
-      await healthy('early-data');
+      raw.send({ type: 'open', streamId: 6, window: 65536, maxData: 65536, metadata: {} });
+      raw.send({ type: 'window-update', streamId: 6, increment: 10 });
+      expect((await raw.next('reset', (f) => f.streamId === 6)).code).toBe(ResetCode.PROTOCOL_ERROR);
+      await healthy('before-result');
+    });
+
+    it('early DATA behind an OPEN is held until the decision: the accepted stream starts with it, within its window', async () => {
+      const { session, raw, incoming, setAutoAccept, healthy } = await sessionAndRawPeer({ initialWindow: 65536 });
+      setAutoAccept(false);
+      raw.send({ type: 'open', streamId: 4, window: 65536, maxData: 65536, metadata: {} });
+      raw.send({ type: 'data', streamId: 4, payload: Buffer.from('client ') });
+      raw.send({ type: 'data', streamId: 4, payload: Buffer.from('hello') });
+      await until(() => incoming.length === 2 && session.stats.bytesIn >= 12, 'open and early data delivered');
+      const stream = incoming[1]!.accept();
+      const overrun = errorOf(stream);
+      raw.send({ type: 'data', streamId: 4, payload: Buffer.from(' and more') });
+      const got: Buffer[] = [];
+      stream.on('data', (d: Buffer) => got.push(d));
+      await until(() => Buffer.concat(got).toString() === 'client hello and more', 'early data, then the rest');
+      // The early bytes used the window announced in OPEN_RESULT: one frame of the rest of it plus one byte overruns it.
+      const result = await raw.next('open-result', (f) => f.streamId === 4);
+      raw.send({ type: 'data', streamId: 4, payload: Buffer.alloc(result.window - 21 + 1) });
+      expect((await raw.next('reset', (f) => f.streamId === 4)).code).toBe(ResetCode.FLOW_CONTROL_ERROR);
+      expect(await overrun).toMatchObject({ code: 'POSTERN_ERR_PROTO_FLOW_CONTROL', message: expect.stringMatching(new RegExp(`exceeds the ${result.window - 21} bytes`)) });
+      await healthy('early-accepted');
+    });
+
+    it('forwardEarlyData hands over the early bytes so far and those that follow; the accepted stream carries only what came after', async () => {
+      const { session, raw, incoming, setAutoAccept } = await sessionAndRawPeer();
+      setAutoAccept(false);
+      raw.send({ type: 'open', streamId: 4, window: 65536, maxData: 65536, metadata: {} });
+      raw.send({ type: 'data', streamId: 4, payload: Buffer.from('Client') });
+      await until(() => incoming.length === 2 && session.stats.bytesIn >= 6, 'early data delivered');
+      const forwarded: string[] = [];
+      incoming[1]!.forwardEarlyData((chunk) => forwarded.push(chunk.toString()));
+      expect(forwarded).toEqual(['Client']);
+      raw.send({ type: 'data', streamId: 4, payload: Buffer.from('Hello') });
+      await until(() => forwarded.length === 2, 'the next early chunk forwarded as it came');
+      const stream = incoming[1]!.accept();
+      raw.send({ type: 'data', streamId: 4, payload: Buffer.from('after') });
+      expect(stream.bytesRead).toBe(11);
+      const got: Buffer[] = [];
+      stream.on('data', (d: Buffer) => got.push(d));
+      await until(() => Buffer.concat(got).toString() === 'after', 'only the bytes sent after the accept');
+      expect(forwarded).toEqual(['Client', 'Hello']);
+    });
+
+    it('early DATA of a refused open is discarded, not a violation', async () => {
+      const { session, raw, incoming, setAutoAccept, healthy } = await sessionAndRawPeer();
+      setAutoAccept(false);
+      raw.send({ type: 'open', streamId: 4, window: 65536, maxData: 65536, metadata: {} });
+      raw.send({ type: 'data', streamId: 4, payload: Buffer.from('ClientHello') });
+      await until(() => incoming.length === 2 && session.stats.bytesIn >= 11, 'early data delivered');
+      incoming[1]!.reject(OpenResult.POLICY_DENIED, 'no');
+      expect((await raw.next('open-result', (f) => f.streamId === 4)).result).toBe(OpenResult.POLICY_DENIED);
+      raw.send({ type: 'data', streamId: 4, payload: Buffer.from('in flight') });
+      await until(() => session.stats.framesDiscarded === 1, 'late early data discarded');
+      expect(session.stats.violations).toBe(0);
+      await healthy('early-refused');
+    });
+
+    it.each([
+      ['more than EARLY_DATA_BYTES in all', Array.from({ length: EARLY_DATA_BYTES / 1024 + 1 }, () => 1024), /beyond 16384 bytes/],
+      ['a frame above 1024 bytes', [1025], /at most 1024/],
+    ])('early DATA of %s resets that stream with FLOW_CONTROL_ERROR', async (_name, sizes, text) => {
+      const { raw, incoming, setAutoAccept, healthy } = await sessionAndRawPeer();
+      setAutoAccept(false);
+      raw.send({ type: 'open', streamId: 4, window: 65536, maxData: 65536, metadata: {} });
+      for (const n of sizes) raw.send({ type: 'data', streamId: 4, payload: Buffer.alloc(n) });
+      const reset = await raw.next('reset', (f) => f.streamId === 4);
+      expect(reset.code).toBe(ResetCode.FLOW_CONTROL_ERROR);
+      expect(reset.type === 'reset' ? reset.message : '').toMatch(text);
+      await until(() => incoming.length === 2, 'open delivered');
+      expect(incoming[1]!.signal.reason).toMatchObject({ code: 'POSTERN_ERR_PROTO_FLOW_CONTROL' });
+      await healthy('early-overflow');
+    });
+
+    it('openStream sends early data right behind the OPEN, in frames of 1024 bytes at most; FIN waits for OPEN_RESULT; then the credit is the window minus the early bytes', async () => {
+      const { session, raw } = await sessionAndRawPeer();
+      const { stream, opened } = session.openStream({ target: 'early' });
+      stream.write(Buffer.alloc(1500, 1));
+      stream.end();
+      const open = await raw.next('open', (f) => f.streamId === 3);
+      expect((await raw.next('data', (f) => f.streamId === 3)).payload.length).toBe(1024);
+      expect((await raw.next('data', (f) => f.streamId === 3)).payload.length).toBe(476);
+      expect(stream.credit).toBe(EARLY_DATA_BYTES - 1500);
+      expect(raw.frames.some((f) => f.type === 'fin' && f.streamId === 3)).toBe(false);
+      raw.send({ type: 'open-result', streamId: open.streamId, result: 0, window: 65536, maxData: 65536, message: '', metadata: { who: 'peer' } });
+      expect(await opened).toBe(stream);
+      expect(stream.resultMetadata).toEqual({ who: 'peer' });
+      await raw.next('fin', (f) => f.streamId === 3);
+      expect(stream.credit).toBe(65536 - 1500);
+    });
+
+    it('openStream: destroying the stream while the open is in flight cancels it: RESET CANCEL, `opened` rejects OPEN_CANCELLED', async () => {
+      const { session, raw, healthy } = await sessionAndRawPeer();
+      const { stream, opened } = session.openStream({ target: 'early' });
+      await raw.next('open', (f) => f.streamId === 3);
+      stream.destroy();
+      expect(await opened.catch((e: unknown) => e)).toMatchObject({ code: 'POSTERN_ERR_OPEN_CANCELLED' });
+      expect((await raw.next('reset', (f) => f.streamId === 3)).code).toBe(ResetCode.CANCEL);
+      expect(session.streamCount).toBe(2);
+      await healthy('early-destroyed');
+    });
+
+    it('openStream: a refused open rejects `opened` and destroys the stream with the same error', async () => {
+      const { session, raw, healthy } = await sessionAndRawPeer();
+      const { stream, opened } = session.openStream({ target: 'early' });
+      const streamErr = errorOf(stream);
+      stream.write('ClientHello');
+      const open = await raw.next('open', (f) => f.streamId === 3);
+      raw.send({ type: 'open-result', streamId: open.streamId, result: OpenResult.POLICY_DENIED, window: 0, maxData: 0, message: 'denied by rule "x"', metadata: {} });
+      const err = await opened.catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(OpenError);
+      expect(err).toMatchObject({ code: 'POSTERN_ERR_OPEN_POLICY_DENIED', result: OpenResult.POLICY_DENIED });
+      expect(await streamErr).toBe(err);
+      await healthy('early-open-refused');
     });
 
     it('bad metadata in an OPEN refuses that open with METADATA_INVALID', async () => {
