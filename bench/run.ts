@@ -535,10 +535,17 @@ const FINDINGS: readonly string[] = [
     'as raw DER without rendering it, and the connector\'s non-listening TLS servers are pooled per options object (a reload builds new options, hence new servers with the new CRL). ' +
     'After: ~6.5 ms agent, ~3.8 ms relay, ~7 ms connector; set-up p50 through a forward went from 31.8 ms to 19.1 ms on the same loaded machine. ' +
     'No Nagle stall is left: every socket of ours sets TCP_NODELAY (relay upgrade socket, the agent\'s and connector\'s WebSocket sockets, target dials, forward and SOCKS listeners), ' +
-    'and strace shows each TLS flight leaving in one write. What remains is structural: a stream needs three round trips through the relay ' +
-    '(OPEN → OPEN_RESULT, the inner TLS 1.3 handshake, the inner request → connector dials → response) against one for a direct TLS handshake, and each hop is a wake-up of ' +
-    'another process, which on a loaded 2-core machine waits for a core. Pipelining the inner ClientHello with the OPEN, or letting the connector dial while the handshake runs, ' +
-    'would remove round trips; both change the protocol or the order of checks and are left for a design note.',
+    'and strace shows each TLS flight leaving in one write. Then (2026-11-23, session 3; A/B of the two builds side by side, 2 × 400 alternating dials in process): ' +
+    '(1) Node\'s TLS client rendered the connector\'s whole chain with every field and three fingerprints per certificate (`getPeerCertificate(true)`, ~1 ms) only to hand it to ' +
+    'our identity check, which reads the leaf\'s DER; the inner handshake now renders the leaf only: agent 5.8–6.1 → 4.7–5.2 ms of CPU per dial, p50 −1 ms. ' +
+    '(2) Early data (docs/protocol.md §4): the agent\'s ClientHello travels behind its OPEN and the relay forwards it behind its own OPEN, so the connector answers it as it ' +
+    'accepts: two round trips agent ↔ connector per stream instead of three. On loopback a round trip through three awake processes is a fraction of a millisecond, so this ' +
+    'moved the p50 by 0–0.5 ms here (within the noise); on a WAN path it saves one agent ↔ relay ↔ connector round trip per connection. ' +
+    'What remains is CPU, and the set-up CPU column of section 3 shows where: the three Postern processes spend ~13–19 ms per stream against ~6 ms for both ends of a ' +
+    'direct handshake. Each end of the inner TLS 1.3 handshake costs about what a direct TLS end does (OpenSSL 3.0: ECDHE, three ECDSA verifications with the CRL\'s, one ' +
+    'signature, ~2 ms of native time per side in the profiles), the connector adds the target dial and two audit lines, and every mux message costs each process on its ' +
+    'path a wake-up and a write (~0.15 ms of `writev` per message in the relay\'s profile; a stream is ~12 messages, including the two TLS 1.3 session tickets OpenSSL sends ' +
+    'even with tickets off, which Node gives no way to suppress).',
   '',
   '**Bulk CPU per byte.** Through one stream the three Postern processes spend 1.5–1.8× the CPU of the whole SSH + stunnel path (table 1: ~12 against ~8 core-s/GiB; ' +
     '19 before the splice change, when pipe() and a second data listener ran per chunk). perf on the relay (before that change): memmove 14 % (ws joins TLS records into 64 KiB messages), AES-GCM 12 % (decrypt + encrypt), V8 major GC ' +

@@ -58,6 +58,8 @@ export interface LiveStream {
   end(end: StreamEnd): void;
 }
 
+function ignoreError(): void {}
+
 /** The policy's verdict on a live stream after a reload; denied streams are reset POLICY_CHANGED. */
 export function decide(policy: CompiledPolicy, s: Pick<LiveStream, 'principal' | 'connector' | 'target'>): Decision {
   return authorize(policy, { principal: s.principal, connector: s.connector, target: s.target }, { explain: false });
@@ -118,13 +120,15 @@ export async function handleAgentOpen(incoming: IncomingOpen, principal: Identit
       { target: target.canonical, principal: principal.uri, 'correlation-id': correlationId },
       { signal: incoming.signal, timeoutMs: ctx.connectorOpenTimeoutMs },
     );
-    // A failed open rejects `opened` with the same error: that is where it is handled.
-    opening.stream.on('error', () => {});
+    // A failed open rejects `opened` with the same error: that is where it is handled. A
+    // module-level function: a closure made here would keep this whole frame alive with the stream.
+    opening.stream.on('error', ignoreError);
     incoming.forwardEarlyData((chunk) => {
       early.push(chunk);
       opening.stream.write(chunk);
     });
     connectorStream = await opening.opened;
+    connectorStream.off('error', ignoreError);
   } catch (err) {
     if (incoming.signal.aborted) {
       outcome(OpenResult.CANCELLED);
@@ -149,7 +153,7 @@ export async function handleAgentOpen(incoming: IncomingOpen, principal: Identit
   }
   ctx.audit.emit({ event: 'stream.open', ...base, decision: 'allow', reason: 'rule', ruleId: decision.ruleId });
   outcome(OpenResult.OK);
-  return runLive(ctx, { correlationId, principal, connector, target, ruleId: decision.ruleId, tunnel, agentStream, connectorStream }, base, decidedWith, early.length > 0 ? Buffer.concat(early) : undefined);
+  return runLive(ctx, { correlationId, principal, connector, target, ruleId: decision.ruleId, tunnel, agentStream, connectorStream }, base, decidedWith, early.length === 0 ? undefined : early.length === 1 ? early[0] : Buffer.concat(early));
 }
 
 /**
@@ -169,6 +173,8 @@ function runLive(
 ): Promise<void> {
   const { audit, live: liveSet, streamIdleTimeoutMs } = ctx;
   const { correlationId, principal, agentStream, connectorStream } = s;
+  // A number for the close audit: the bytes themselves are not kept for the stream's life.
+  const earlyBytes = early?.length ?? 0;
   let ended: StreamEnd | undefined;
   const live: LiveStream = {
     ...s,
@@ -201,7 +207,7 @@ function runLive(
     audit.emit({
       event: 'stream.close',
       ...base,
-      bytesUp: result.aToB + (early?.length ?? 0),
+      bytesUp: result.aToB + earlyBytes,
       bytesDown: result.bToA,
       durationMs: Date.now() - live.startedAt,
       reason: ended ? ended.reason : result.error ? closeReason(result.failedSide, result.error) : 'closed',
