@@ -547,7 +547,7 @@ const FINDINGS: readonly string[] = [
     'path a wake-up and a write (~0.15 ms of `writev` per message in the relay\'s profile; a stream is ~12 messages, including the two TLS 1.3 session tickets OpenSSL sends ' +
     'even with tickets off, which Node gives no way to suppress).',
   '',
-  '**Bulk CPU per byte.** Through one stream the three Postern processes spend 1.5–1.8× the CPU of the whole SSH + stunnel path (table 1: ~12 against ~8 core-s/GiB; ' +
+  '**Bulk CPU per byte.** Through one stream the three Postern processes spend 1.5–2.3× the CPU of the whole SSH + stunnel path (table 1, across runs: ~12–15 against ~6.5–8 core-s/GiB; ' +
     '19 before the splice change, when pipe() and a second data listener ran per chunk). perf on the relay (before that change): memmove 14 % (ws joins TLS records into 64 KiB messages), AES-GCM 12 % (decrypt + encrypt), V8 major GC ' +
     '(concurrent marking and sweeping) 20–25 %, bufferutil unmask, malloc/free. The mux alone forwards at ~2.9 core-s/GiB in the relay (docs/benchmarks-mux.md); ' +
     'the rest is the second TLS layer, WebSocket framing (masking is now a no-op: the client sends an all-zero key since commit 80a87cd) and the Buffers every layer allocates (each 64 KiB message is a new external allocation, and external ' +
@@ -560,7 +560,13 @@ const FINDINGS: readonly string[] = [
     'write turns the large bursts the writev produced into 64 KiB ones, so the processes downstream wake more often per byte, not verified); the tunnel total (15.8 vs 15.2) and MiB/s (109 vs 112) ' +
     'did not change beyond the noise, so the code (which relied on ws internals) was not kept. V8 major GC runs on worker threads in every process (in perf, up to 40 % on top of a ' +
     'process\'s main thread, moving between processes from run to run): each Buffer over 4 KiB is external memory, and external growth starts a full mark of the heap; fewer, reused ' +
-    'buffers per byte (a pool for gathered frames, released on the socket write\'s callback) is the next lever, not yet tried.',
+    'buffers per byte (a pool for gathered frames, released on the socket write\'s callback) is the next lever, not yet tried. ' +
+    'Also tried on 2026-11-23 and not kept, for want of an effect beyond the noise in alternating runs: corking each WebSocket\'s socket until the end of the tick, so the ' +
+    'frames one turn sends leave in one write (pgbench through Postern, 2 × 2 alternating runs: -S 1 client 1389/1826 → 1560/1847 TPS, 16 clients 4995/5298 → 4832/5617, ' +
+    'TPC-B 658/739 → 717/733); and, in the connector, a 256 KiB write buffer on the target socket (Node\'s 16 KiB makes every 16 KiB TLS record a full buffer, so the ' +
+    'splice pauses and resumes per record) with or without the same corking (6 alternating 512 MiB runs: tunnel 11.3–14.5 core-s/GiB without, 10.5–17.6 with). On this ' +
+    'shared machine a change must save more than ~2 core-s/GiB to show; the profile of the connector during a bulk run puts ~30 % of its time in the target socket\'s ' +
+    'writes (one syscall per 16 KiB record), ~25 % in native TLS, ~13 % in GC.',
   '',
   '**Relay memory per idle stream.** A heap snapshot diff of the relay over 1,000 spliced streams gave ~12.7 KB of heap per stream, ~2.6 KB of it the `pipe()` of both ' +
     'directions of the splice (nine closures each and their contexts), and ~1 KB what the open had needed but the live stream kept through the awaiting frame of the open ' +
