@@ -99,6 +99,9 @@ export class PosternStack {
         limits: { session: sessionLimits(maxStreams) },
         // The bench stops the relay only when its streams are gone: no reason to wait 30 s.
         drain: { graceMs: 1_000 },
+        // Served as in production (its metrics cost CPU too), on a port of its own: the defaults
+        // would collide with a `postern up` or another bench on the same host.
+        admin: { listen: '127.0.0.1:0' },
       }),
     );
     await this.startRelay('127.0.0.1:0');
@@ -110,6 +113,7 @@ export class PosternStack {
         tls: { ...f.connector, ca: f.ca, crl: f.crl },
         allowlist: { targets: TARGETS },
         limits: { session: sessionLimits(maxStreams), shutdownGraceMs: 1_000 },
+        admin: { listen: '127.0.0.1:0' },
       }),
     );
     await writeFile(join(dir, 'agent.yaml'), yaml(this.agentOptions()));
