@@ -9,7 +9,7 @@ import { createMetrics, type PosternMetrics } from '../src/metrics/index.js';
 import { SESSION_DEFAULTS, Session, type Clock, type FrameTransport, type SessionOptions } from '../src/mux/index.js';
 import { connectWebSocket, wsTransport } from '../src/mux/ws-transport.js';
 import { proxyFor, resolveProxySettings } from '../src/net/proxy-config.js';
-import { certificateRef, RevocationIndex, type CertificateRef } from '../src/pki/index.js';
+import { certificateRef, peerCertificateDer, RevocationIndex, type CertificateRef } from '../src/pki/index.js';
 import { checkAllowlist, compileAllowlist, parseTarget, type CompiledAllowlist } from '../src/policy/index.js';
 import { maxMessageSize } from '../src/protocol/frames.js';
 import { GoAwayReason, ResetCode } from '../src/protocol/reasons.js';
@@ -147,9 +147,15 @@ export function createConnector(config: ConnectorConfig, deps: ConnectorDeps): C
         headers: { [VERSION_HEADER]: POSTERN_VERSION },
         ...(proxy ? { proxy } : {}),
       });
+      let certificate: CertificateRef;
+      try {
+        certificate = certificateRef(peerCertificateDer(socket));
+      } catch (err) {
+        ws.terminate();
+        throw err;
+      }
       const transport = wsTransport(ws);
-      const raw = socket.getPeerCertificate(false).raw as Buffer | undefined;
-      if (raw) relayCertificates.set(transport, certificateRef(raw));
+      relayCertificates.set(transport, certificate);
       return transport;
     } catch (err) {
       if (isPosternError(err) && isHandshakeFailure(err.code)) metrics.handshakeFailure('tunnel', err.code);

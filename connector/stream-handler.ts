@@ -2,14 +2,14 @@ import type { Socket } from 'node:net';
 import type { TLSSocket, TlsOptions } from 'node:tls';
 import type { AuditLog } from '../src/audit/audit-log.js';
 import { PosternError, isPosternError } from '../src/errors.js';
-import type { Identity } from '../src/identity/index.js';
+import { identityFromCertificate, type Identity } from '../src/identity/index.js';
 import type { Logger } from '../src/log.js';
 import type { PosternMetrics } from '../src/metrics/index.js';
 import { StreamError, type IncomingOpen, type MuxStream } from '../src/mux/index.js';
 import { watchIdle } from '../src/net/idle.js';
 import { readMessage } from '../src/net/read-message.js';
 import { splice } from '../src/net/splice.js';
-import { certificateRef, peerIdentity, type CertificateRef } from '../src/pki/index.js';
+import { certificateRef, peerCertificateDer, type CertificateRef } from '../src/pki/index.js';
 import { allowlistDeniedError, checkAllowlist, firstMatch, parseTarget, type CompiledAllowlist, type Target } from '../src/policy/index.js';
 import { decodeInnerRequest, encodeInnerResponse, type InnerRequest } from '../src/protocol/inner.js';
 import { OpenResult, ResetCode } from '../src/protocol/reasons.js';
@@ -224,8 +224,10 @@ async function establish(
   tls.on('error', (err) => log.debug({ event: 'inner.error', correlationId: facts.correlationId, err: err.message }, 'inner TLS error'));
 
   let identity: Identity;
+  let der: Buffer;
   try {
-    identity = peerIdentity(tls, { trustDomain: ctx.trustDomain, presentedAs: 'agent-inner-client', ...(ctx.self.org ? { org: ctx.self.org } : {}) });
+    der = peerCertificateDer(tls);
+    identity = identityFromCertificate(der, { trustDomain: ctx.trustDomain, presentedAs: 'agent-inner-client', ...(ctx.self.org ? { org: ctx.self.org } : {}) });
   } catch (err) {
     if (!isPosternError(err)) throw err;
     ctx.audit.emit({ event: 'handshake.refused', place: 'inner', code: err.code, reason: err.message, ...subjectOf(err) });
@@ -310,7 +312,7 @@ async function establish(
   }
   tls.write(encodeInnerResponse({ status: OpenResult.OK, message: 'connected' }));
   ctx.audit.emit({ event: 'stream.open', ...facts, decision: 'allow', reason: 'allowlist', detail: `${check.reason}; dialed ${address}` });
-  return { inner, tls, target: socket, identity, certificate: certificateRef(tls.getPeerCertificate(false).raw) };
+  return { inner, tls, target: socket, identity, certificate: certificateRef(der) };
 }
 
 /** Splices the inner TLS session with the target socket and audits the close. */

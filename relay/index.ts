@@ -13,7 +13,7 @@ import type { Logger } from '../src/log.js';
 import { createMetrics, type PosternMetrics } from '../src/metrics/index.js';
 import { Session, SESSION_DEFAULTS } from '../src/mux/index.js';
 import { acceptUpgrade, createWebSocketServer, refuseUpgrade, wsTransport } from '../src/mux/ws-transport.js';
-import { certificateRef, mapTlsError, serverTlsOptions, type CertificateRef } from '../src/pki/index.js';
+import { certificateRef, mapTlsError, peerCertificateDer, serverTlsOptions, type CertificateRef } from '../src/pki/index.js';
 import type { CompiledPolicy } from '../src/policy/index.js';
 import { GoAwayReason, OpenResult, ResetCode } from '../src/protocol/reasons.js';
 import { maxMessageSize } from '../src/protocol/frames.js';
@@ -156,8 +156,7 @@ export async function createRelay(config: RelayConfig, deps: RelayDeps): Promise
       return refuseUpgrade(socket, admission.status, admission.code, admission.message);
     }
     if (draining) return refuseUpgrade(socket, 503, 'POSTERN_ERR_OPEN_GOING_AWAY', 'this relay is draining (shutting down): use another relay');
-    const raw = (req.socket as TLSSocket).getPeerCertificate(false).raw;
-    const certificate: CertificateRef = certificateRef(raw);
+    const certificate: CertificateRef = certificateRef(peerCertificateDer(req.socket as TLSSocket));
     if (sessionCount >= config.limits.maxSessions) {
       log.warn({ event: 'limit.hit', limit: 'maxSessions', value: config.limits.maxSessions }, 'session limit reached');
       metrics.limitHit('maxSessions');

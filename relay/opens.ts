@@ -112,8 +112,9 @@ export async function handleAgentOpen(incoming: IncomingOpen, principal: Identit
 
   // The agent's early data (its inner ClientHello, protocol.md §4) goes on behind our own open:
   // the connector starts the inner handshake as it accepts, one round trip sooner. At most
-  // EARLY_DATA_BYTES, which is also the early credit of the connector leg.
-  const early: Buffer[] = [];
+  // EARLY_DATA_BYTES, which is also the early credit of the connector leg. Counted for the
+  // close audit; the bytes themselves are kept only for the auditor's tap.
+  const early: { bytes: number; chunks: Buffer[] | undefined } = { bytes: 0, chunks: ctx.tap ? [] : undefined };
   let connectorStream: MuxStream;
   try {
     const opening = tunnel.session.openStream(
@@ -124,7 +125,8 @@ export async function handleAgentOpen(incoming: IncomingOpen, principal: Identit
     // module-level function: a closure made here would keep this whole frame alive with the stream.
     opening.stream.on('error', ignoreError);
     incoming.forwardEarlyData((chunk) => {
-      early.push(chunk);
+      early.bytes += chunk.length;
+      early.chunks?.push(chunk);
       opening.stream.write(chunk);
     });
     connectorStream = await opening.opened;
@@ -153,7 +155,7 @@ export async function handleAgentOpen(incoming: IncomingOpen, principal: Identit
   }
   ctx.audit.emit({ event: 'stream.open', ...base, decision: 'allow', reason: 'rule', ruleId: decision.ruleId });
   outcome(OpenResult.OK);
-  return runLive(ctx, { correlationId, principal, connector, target, ruleId: decision.ruleId, tunnel, agentStream, connectorStream }, base, decidedWith, early.length === 0 ? undefined : early.length === 1 ? early[0] : Buffer.concat(early));
+  return runLive(ctx, { correlationId, principal, connector, target, ruleId: decision.ruleId, tunnel, agentStream, connectorStream }, base, decidedWith, early);
 }
 
 /**
@@ -169,12 +171,12 @@ function runLive(
   base: { correlationId: string; principal: string; connector: string; target: string },
   decidedWith: CompiledPolicy,
   /** The agent's early data, forwarded with the open: the first bytes agent → connector. */
-  early: Buffer | undefined,
+  early: { bytes: number; chunks: Buffer[] | undefined },
 ): Promise<void> {
   const { audit, live: liveSet, streamIdleTimeoutMs } = ctx;
   const { correlationId, principal, agentStream, connectorStream } = s;
   // A number for the close audit: the bytes themselves are not kept for the stream's life.
-  const earlyBytes = early?.length ?? 0;
+  const earlyBytes = early.bytes;
   let ended: StreamEnd | undefined;
   const live: LiveStream = {
     ...s,
@@ -195,7 +197,7 @@ function runLive(
     const now = decide(ctx.policy(), live);
     if (!now.allow) live.end({ code: ResetCode.POLICY_CHANGED, reason: 'policy-changed', detail: policyChangedDetail(now, live) });
   }
-  if (ctx.tap) tapStream(ctx.tap.dir, ctx.tap.maxBytes, correlationId, agentStream, connectorStream, early);
+  if (ctx.tap) tapStream(ctx.tap.dir, ctx.tap.maxBytes, correlationId, agentStream, connectorStream, early.chunks);
   const spliced = ctx.metrics.trackStream(splice(agentStream, connectorStream, { peerFailure: (side, cause) => legFailure(side, cause) }));
   watchIdle([agentStream, connectorStream], {
     timeoutMs: streamIdleTimeoutMs,

@@ -9,13 +9,13 @@ import type { Readable } from 'node:stream';
  * ciphertext (records starting 0x16 0x03, then 0x17 application data). Off by default; the
  * copy is bounded per stream and never slows the splice (extra 'data' listeners only).
  */
-export function tapStream(dir: string, maxBytes: number, correlationId: string, agentLeg: Readable, connectorLeg: Readable, agentEarly?: Buffer): void {
+export function tapStream(dir: string, maxBytes: number, correlationId: string, agentLeg: Readable, connectorLeg: Readable, agentEarly: readonly Buffer[] = []): void {
   copyPrefix(agentLeg, join(dir, `${correlationId}.agent-to-connector`), maxBytes, agentEarly);
   copyPrefix(connectorLeg, join(dir, `${correlationId}.connector-to-agent`), maxBytes);
 }
 
 /** `first`: bytes forwarded before the leg was spliced (the agent's early data). */
-function copyPrefix(source: Readable, path: string, maxBytes: number, first?: Buffer): void {
+function copyPrefix(source: Readable, path: string, maxBytes: number, first: readonly Buffer[] = []): void {
   let file: WriteStream | undefined;
   let written = 0;
   const close = (): void => {
@@ -29,7 +29,7 @@ function copyPrefix(source: Readable, path: string, maxBytes: number, first?: Bu
     written += take;
     if (written >= maxBytes) close();
   };
-  if (first) onData(first);
+  for (const chunk of first) if (written < maxBytes) onData(chunk);
   if (written >= maxBytes) return;
   source.on('data', onData);
   source.once('close', close);

@@ -214,7 +214,6 @@ export interface Session {
 }
 
 interface Opening {
-  metadata: Metadata;
   /** Created with the OPEN, carrying early data until OPEN_RESULT. */
   stream: MuxStream;
   /** Handed to the application (openStream): a failed open destroys it with the error, else quietly. */
@@ -233,11 +232,10 @@ interface Pending {
   decided: boolean;
   /** Early data held until the decision: dropped on a refusal, the stream's first bytes on accept. */
   early: Buffer[];
-  /** Early payload bytes received in all, including those forwarded. */
+  /** Early payload bytes received in all: those still in `early` and those forwarded. */
   earlyBytes: number;
   /** Set by forwardEarlyData: early chunks go here, not into the stream. */
   earlySink: ((chunk: Buffer) => void) | undefined;
-  earlyForwarded: number;
 }
 
 /** The session's record of one stream; the stream itself never sees it. */
@@ -479,7 +477,7 @@ export class Session extends EventEmitter {
     const stream = this.createStream(entry, frozen, EMPTY_METADATA, EARLY_DATA_BYTES);
     const timeoutMs = options.timeoutMs ?? this.o.openTimeoutMs;
     const opened = new Promise<MuxStream>((resolve, reject) => {
-      const opening: Opening = { metadata: frozen, stream, exposed, resolve, reject, timer: undefined, signal: options.signal, onAbort: undefined };
+      const opening: Opening = { stream, exposed, resolve, reject, timer: undefined, signal: options.signal, onAbort: undefined };
       opening.timer = this.clock.setTimeout(
         () => this.cancelOpen(entry, new OpenError('POSTERN_ERR_OPEN_TIMEOUT', OpenResult.OPEN_TIMEOUT, `no OPEN_RESULT for stream ${id} within ${timeoutMs} ms`)),
         timeoutMs,
@@ -492,15 +490,11 @@ export class Session extends EventEmitter {
       }
       entry.opening = opening;
     });
-    const open = encodeFrame({ type: 'open', streamId: id, window: this.o.initialWindow, maxData: this.o.maxFrameSize, metadata: frozen }, this.limits);
-    if (exposed) {
-      // Sent by the next flush, with the early data the caller writes in this same tick (a
-      // ClientHello is written synchronously by tls.connect): the peer gets both in one read.
-      this.control.push(open);
-      this.scheduleFlush();
-    } else {
-      this.enqueueControl(open);
-    }
+    // Sent by the next flush, with the early data the caller writes in this same tick (a
+    // ClientHello is written synchronously by tls.connect), so the peer gets both in one read.
+    // Not bounded by maxControlQueue: local opens are bounded by maxStreams.
+    this.control.push(encodeFrame({ type: 'open', streamId: id, window: this.o.initialWindow, maxData: this.o.maxFrameSize, metadata: frozen }, this.limits));
+    this.scheduleFlush();
     return { stream, opened };
   }
 
@@ -651,7 +645,6 @@ export class Session extends EventEmitter {
       early: [],
       earlyBytes: 0,
       earlySink: undefined,
-      earlyForwarded: 0,
     };
     entry.pending = pending;
     this.pendingIncoming++;
@@ -664,10 +657,7 @@ export class Session extends EventEmitter {
         pending.earlySink = write;
         const held = pending.early;
         pending.early = [];
-        for (const chunk of held) {
-          pending.earlyForwarded += chunk.length;
-          write(chunk);
-        }
+        for (const chunk of held) write(chunk);
       },
       accept: (resultMetadata = {}) => this.acceptIncoming(entry, pending, resultMetadata),
       reject: (result, message = '', resultMetadata = {}) => this.rejectIncoming(entry, pending, result, message, resultMetadata),
@@ -698,7 +688,8 @@ export class Session extends EventEmitter {
     );
     // The early data counts against the window just announced: forwarded bytes as consumed, the rest as received.
     pending.earlySink = undefined;
-    if (pending.earlyForwarded > 0) stream.receiveTaken(pending.earlyForwarded);
+    const held = pending.early.reduce((n, chunk) => n + chunk.length, 0);
+    if (pending.earlyBytes > held) stream.receiveTaken(pending.earlyBytes - held);
     for (const chunk of pending.early) stream.receiveData(chunk);
     pending.early = [];
     return stream;
@@ -732,12 +723,8 @@ export class Session extends EventEmitter {
     }
     pending.earlyBytes += payload.length;
     if (payload.length === 0) return;
-    if (pending.earlySink) {
-      pending.earlyForwarded += payload.length;
-      pending.earlySink(payload);
-    } else {
-      pending.early.push(payload);
-    }
+    if (pending.earlySink) pending.earlySink(payload);
+    else pending.early.push(payload);
   }
 
   private pendingTimeout(entry: Entry): void {

@@ -15,7 +15,7 @@ export {
 } from './store.js';
 export { decodePem, encodePem, CRL_LABEL, CERT_LABEL, type PemBlock } from './pem.js';
 export {
-  DEFAULT_HANDSHAKE_TIMEOUT_MS, loadTlsMaterial, serverTlsOptions, clientTlsOptions, peerIdentity, acceptTlsOverDuplex, connectTlsOverDuplex,
+  DEFAULT_HANDSHAKE_TIMEOUT_MS, loadTlsMaterial, serverTlsOptions, clientTlsOptions, peerIdentity, peerCertificateDer, acceptTlsOverDuplex, connectTlsOverDuplex,
   mapTlsError, type TlsFiles, type TlsMaterial,
 } from './tls.js';
 export { RevocationIndex, certificateRef, type CertificateRef } from './revocation.js';

@@ -169,6 +169,11 @@ export function clientTlsOptions(m: TlsMaterial, expectPeer: IdentityExpectation
  * socket whose peer was not verified (fail closed even if someone turned rejectUnauthorized off).
  */
 export function peerIdentity(socket: tls.TLSSocket, expect: IdentityExpectation): Identity {
+  return identityFromCertificate(peerCertificateDer(socket), expect);
+}
+
+/** The DER of a verified peer's leaf certificate (same refusals as peerIdentity). */
+export function peerCertificateDer(socket: tls.TLSSocket): Buffer {
   if (!socket.authorized) {
     throw mapTlsError(socket.authorizationError ?? new Error('the peer certificate was not verified'));
   }
@@ -176,7 +181,7 @@ export function peerIdentity(socket: tls.TLSSocket, expect: IdentityExpectation)
   // takes the certificate out of the peer chain, and every later call returns undefined.
   const raw = socket.getPeerCertificate(false).raw as Buffer | undefined;
   if (!raw) throw new TlsError('POSTERN_ERR_TLS_HANDSHAKE', 'the peer presented no certificate');
-  return identityFromCertificate(raw, expect);
+  return raw;
 }
 
 const UNTRUSTED = { code: 'POSTERN_ERR_TLS_CERT_UNTRUSTED', why: 'the peer certificate does not chain to the trust bundle' } as const;

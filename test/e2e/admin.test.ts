@@ -3,33 +3,15 @@ import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { connect as tlsConnect } from 'node:tls';
 import { request } from 'node:http';
-import { createServer, type Server, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { Agent } from '../../agent-lib/index.js';
 import { makeTestPki, type TestPki } from '../helpers/pki.js';
 import { REPO_ROOT, stopAll, type ChildHandle } from '../helpers/processes.js';
+import { echoServer } from '../helpers/relay-pool.js';
 import { startStack, type Stack } from '../helpers/stack.js';
 import { parsePromText, typesOf, valueOf, type Sample } from '../unit/admin/prom-text.js';
 
 const VERSION = (JSON.parse(readFileSync(`${REPO_ROOT}/package.json`, 'utf8')) as { version: string }).version;
-
-/** A TCP echo target on 127.0.0.1. */
-async function echoTarget(): Promise<{ port: number; close(): Promise<void> }> {
-  const sockets = new Set<Socket>();
-  const server: Server = createServer({ allowHalfOpen: true }, (s) => {
-    sockets.add(s);
-    s.once('close', () => sockets.delete(s));
-    s.pipe(s);
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  return {
-    port: (server.address() as { port: number }).port,
-    close: () => {
-      for (const s of sockets) s.destroy();
-      return new Promise((r) => server.close(() => r()));
-    },
-  };
-}
 
 /** One GET on a fresh connection (no keep-alive: the process may be gone by the next one). */
 function get(url: string): Promise<{ status: number; type: string; body: string }> {
@@ -89,7 +71,7 @@ function echoOnce(socket: Duplex, payload: Buffer): Promise<Buffer> {
 describe('admin endpoints of a real relay and connector', () => {
   let pki: TestPki;
   let stack: Stack;
-  let echo: Awaited<ReturnType<typeof echoTarget>>;
+  let echo: Awaited<ReturnType<typeof echoServer>>;
   let relayAdmin: string;
   let connectorAdmin: string;
   const agents: Agent[] = [];
@@ -101,7 +83,7 @@ describe('admin endpoints of a real relay and connector', () => {
   };
 
   beforeAll(async () => {
-    [pki, echo] = await Promise.all([makeTestPki(), echoTarget()]);
+    [pki, echo] = await Promise.all([makeTestPki(), echoServer()]);
     const target = `127.0.0.1:${echo.port}`;
     stack = await startStack({
       pki,

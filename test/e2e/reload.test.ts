@@ -1,12 +1,13 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { randomBytes } from 'node:crypto';
 import { rename, writeFile } from 'node:fs/promises';
-import { connect, createServer, type Server, type Socket } from 'node:net';
+import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
 import type { TLSSocket } from 'node:tls';
 import { Agent } from '../../agent-lib/index.js';
 import { makeTestPki, type TestPki } from '../helpers/pki.js';
 import { stopAll, type LogLine } from '../helpers/processes.js';
+import { echoServer } from '../helpers/relay-pool.js';
 import { startStack, type Stack } from '../helpers/stack.js';
 
 /**
@@ -15,25 +16,6 @@ import { startStack, type Stack } from '../helpers/stack.js';
  * live streams no longer allowed, with a specific reason, and nothing else; a malformed file is
  * refused with the file and field named, and the old policy keeps working.
  */
-
-/** An echo server on 127.0.0.1. */
-async function echoServer(): Promise<{ port: number; close(): Promise<void> }> {
-  const sockets = new Set<Socket>();
-  const server: Server = createServer({ allowHalfOpen: true }, (s) => {
-    sockets.add(s);
-    s.once('close', () => sockets.delete(s));
-    s.on('error', () => s.destroy());
-    s.pipe(s);
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  return {
-    port: (server.address() as { port: number }).port,
-    close: () => {
-      for (const s of sockets) s.destroy();
-      return new Promise((r) => server.close(() => r()));
-    },
-  };
-}
 
 /** Sends `n` random bytes and resolves once the same bytes came back. */
 async function roundTrip(socket: Socket | TLSSocket, n = 4096): Promise<void> {

@@ -135,10 +135,10 @@ export function nextLine(handle: ChildHandle, match: (line: LogLine) => boolean,
   return handle.waitFor((l) => match(l) && handle.lines.indexOf(l) >= from, timeoutMs);
 }
 
-/** A TCP echo server on 127.0.0.1 (the tunnel's target for round trips). */
+/** A TCP echo server on 127.0.0.1 (the tunnel's target for round trips); half-close is echoed too. */
 export async function echoServer(): Promise<{ port: number; close(): Promise<void> }> {
   const sockets = new Set<Socket>();
-  const server: Server = createServer((s) => {
+  const server: Server = createServer({ allowHalfOpen: true }, (s) => {
     sockets.add(s);
     s.once('close', () => sockets.delete(s));
     s.on('error', () => s.destroy());
